@@ -1,0 +1,1 @@
+"""MRI-CORE encoder in nnU-Net v2."""

@@ -1,0 +1,193 @@
+"""nnU-Net's real command-line tools on the bundled hippocampus MRI, with the tiny encoder.
+
+One module-scoped workspace is planned and trained once; the tests then check each stage's output.
+Everything runs in subprocesses exactly as a user would type it, on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from mricore_nnunet.checkpoints import save_encoder_checkpoint
+from mricore_nnunet.encoder import MRICoreEncoder
+from mricore_nnunet.nnunet_env import plugin_dir
+
+NUM_TRAINING_CASES = 10
+NUM_TEST_CASES = 2
+INPUT_SIZE = 64
+DATASET_ID = "4"
+DATASET_NAME = "Dataset004_Hippocampus"
+
+# A CNN baseline that is still nnU-Net's own trainer, only with a schedule short enough for a test.
+BASELINE_TRAINER_SOURCE = '''
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+class nnUNetTrainer_test(nnUNetTrainer):
+    def __init__(self, plans, configuration, fold, dataset_json, device=None):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 1
+        self.num_iterations_per_epoch = 2
+        self.num_val_iterations_per_epoch = 1
+'''
+
+
+def run(arguments: list[str], env: dict[str, str], expect_success: bool = True) -> subprocess.CompletedProcess:
+    completed = subprocess.run(arguments, env=env, capture_output=True, text=True, timeout=900)
+    if expect_success and completed.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(arguments)} exited with {completed.returncode}\n--- stdout ---\n{completed.stdout[-4000:]}"
+            f"\n--- stderr ---\n{completed.stderr[-4000:]}"
+        )
+    return completed
+
+
+def console_script(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, bundled_dataset):
+    """Raw data (10 training cases, 2 test cases), a tiny encoder checkpoint and nnU-Net's environment."""
+    root = tmp_path_factory.mktemp("nnunet")
+    raw = root / "nnUNet_raw" / DATASET_NAME
+    (raw / "imagesTr").mkdir(parents=True)
+    (raw / "labelsTr").mkdir()
+    cases = sorted(p.name[: -len("_0000.nii.gz")] for p in (bundled_dataset / "imagesTr").iterdir())[:NUM_TRAINING_CASES]
+    for case in cases:
+        shutil.copy(bundled_dataset / "imagesTr" / f"{case}_0000.nii.gz", raw / "imagesTr")
+        shutil.copy(bundled_dataset / "labelsTr" / f"{case}.nii.gz", raw / "labelsTr")
+    dataset_json = json.loads((bundled_dataset / "dataset.json").read_text())
+    dataset_json["numTraining"] = NUM_TRAINING_CASES
+    (raw / "dataset.json").write_text(json.dumps(dataset_json))
+
+    test_images = root / "test_images"
+    test_images.mkdir()
+    for image in sorted((bundled_dataset / "imagesTs").iterdir())[:NUM_TEST_CASES]:
+        shutil.copy(image, test_images)
+
+    torch.manual_seed(0)
+    checkpoint = save_encoder_checkpoint(MRICoreEncoder("tiny", INPUT_SIZE, 1), root / "tiny_encoder.pth")
+
+    extra_trainers = root / "extra_trainers"
+    extra_trainers.mkdir()
+    (extra_trainers / "nnUNetTrainer_test.py").write_text(BASELINE_TRAINER_SOURCE)
+
+    env = dict(os.environ)
+    env.update({
+        "nnUNet_raw": str(root / "nnUNet_raw"),
+        "nnUNet_preprocessed": str(root / "nnUNet_preprocessed"),
+        "nnUNet_results": str(root / "nnUNet_results"),
+        "nnUNet_extTrainer": os.pathsep.join([str(plugin_dir("trainers")), str(extra_trainers)]),
+        "MRICORE_NUM_EPOCHS": "1",
+        "MRICORE_ITERATIONS_PER_EPOCH": "2",
+        "MRICORE_VAL_ITERATIONS_PER_EPOCH": "1",
+    })
+    env.pop("MRICORE_CHECKPOINT", None)
+    return {"root": root, "raw": raw, "env": env, "checkpoint": checkpoint, "test_images": test_images}
+
+
+@pytest.fixture(scope="module")
+def trained(workspace):
+    """Plan with our planner and train folds 0 and 1 of MRICoreTrainer through nnUNetv2_train."""
+    env = workspace["env"]
+    run([console_script("mricore_nnunet"), "plan", "-d", DATASET_ID, "--checkpoint", str(workspace["checkpoint"]),
+         "--input-size", str(INPUT_SIZE), "--batch-size", "4"], env)
+    for fold in ("0", "1"):
+        run([console_script("nnUNetv2_train"), DATASET_ID, "2d", fold, "-tr", "MRICoreTrainer", "-p", "MRICorePlans",
+             "-device", "cpu", "--npz"], env)
+    return workspace
+
+
+def model_folder(workspace, trainer: str, plans: str) -> Path:
+    return workspace["root"] / "nnUNet_results" / DATASET_NAME / f"{trainer}__{plans}__2d"
+
+
+def test_plans_describe_vit_configuration(trained):
+    plans = json.loads((trained["root"] / "nnUNet_preprocessed" / DATASET_NAME / "MRICorePlans.json").read_text())
+    configuration = plans["configurations"]["2d"]
+
+    assert configuration["patch_size"] == [INPUT_SIZE, INPUT_SIZE]
+    assert configuration["architecture"]["network_class_name"] == "mricore_nnunet.network.MRICoreSegmentationNetwork"
+    assert configuration["batch_size"] == 4
+    # Hippocampus crops are 1 mm isotropic, about 50 mm across: the slice is upsampled to fill 64 px.
+    assert configuration["spacing"][0] < 1.0
+    assert plans["pretrain_info"]["layout"] == "mricore_nnunet"
+    assert plans["pretrain_info"]["checkpoint"] == str(trained["checkpoint"].resolve())
+    assert len(plans["pretrain_info"]["sha256"]) == 64
+
+
+def test_training_writes_final_checkpoints(trained):
+    folder = model_folder(trained, "MRICoreTrainer", "MRICorePlans")
+    for fold in (0, 1):
+        assert (folder / f"fold_{fold}" / "checkpoint_final.pth").is_file()
+        assert (folder / f"fold_{fold}" / "validation" / "summary.json").is_file()
+    log = next((folder / "fold_0").glob("training_log_*.txt")).read_text()
+    assert "Encoder initialised from" in log
+
+
+def test_predict_keeps_input_geometry(trained):
+    output = trained["root"] / "predictions_mricore"
+    run([console_script("nnUNetv2_predict"), "-i", str(trained["test_images"]), "-o", str(output), "-d", DATASET_ID,
+         "-c", "2d", "-f", "0", "1", "-tr", "MRICoreTrainer", "-p", "MRICorePlans", "-device", "cpu",
+         "-npp", "1", "-nps", "1", "--save_probabilities"], trained["env"])
+
+    for image_file in sorted(trained["test_images"].iterdir()):
+        case = image_file.name[: -len("_0000.nii.gz")]
+        image = sitk.ReadImage(str(image_file))
+        prediction = sitk.ReadImage(str(output / f"{case}.nii.gz"))
+        assert prediction.GetSize() == image.GetSize()
+        assert np.allclose(prediction.GetSpacing(), image.GetSpacing())
+        assert np.allclose(prediction.GetOrigin(), image.GetOrigin())
+        assert np.allclose(prediction.GetDirection(), image.GetDirection())
+        assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2}
+        assert (output / f"{case}.npz").is_file()
+
+
+def test_trainer_runs_on_default_nnunet_plans(trained):
+    """MRICoreTrainer adapts nnUNetPlans itself, and nnUNetv2_find_best_configuration compares it with nnU-Net's CNN."""
+    env = dict(trained["env"], MRICORE_CHECKPOINT=str(trained["checkpoint"]))
+    run([console_script("nnUNetv2_plan_and_preprocess"), "-d", DATASET_ID, "-c", "2d", "-np", "1"], env)
+    for fold in ("0", "1"):
+        run([console_script("nnUNetv2_train"), DATASET_ID, "2d", fold, "-tr", "MRICoreTrainer", "-device", "cpu", "--npz"], env)
+        run([console_script("nnUNetv2_train"), DATASET_ID, "2d", fold, "-tr", "nnUNetTrainer_test", "-device", "cpu", "--npz"], env)
+
+    saved_plans = json.loads((model_folder(trained, "MRICoreTrainer", "nnUNetPlans") / "plans.json").read_text())
+    patch_size = saved_plans["configurations"]["2d"]["patch_size"]
+    assert all(side % 16 == 0 for side in patch_size)
+    assert saved_plans["configurations"]["2d"]["architecture"]["arch_kwargs"]["preset"] == "tiny"
+
+    run([console_script("nnUNetv2_find_best_configuration"), DATASET_ID, "-c", "2d", "-tr", "MRICoreTrainer",
+         "nnUNetTrainer_test", "-p", "nnUNetPlans", "-f", "0", "1", "-np", "1"], env)
+    inference = json.loads((trained["root"] / "nnUNet_results" / DATASET_NAME / "inference_information.json").read_text())
+    compared = set(inference["all_results"])
+    assert {"MRICoreTrainer__nnUNetPlans__2d", "nnUNetTrainer_test__nnUNetPlans__2d"} <= compared
+
+
+def test_ensemble_of_mricore_and_cnn(trained):
+    env = dict(trained["env"], MRICORE_CHECKPOINT=str(trained["checkpoint"]))
+    folders = []
+    for trainer in ("MRICoreTrainer", "nnUNetTrainer_test"):
+        if not (model_folder(trained, trainer, "nnUNetPlans") / "fold_0" / "checkpoint_final.pth").is_file():
+            pytest.skip("needs the models of test_trainer_runs_on_default_nnunet_plans")
+        output = trained["root"] / f"predictions_{trainer}"
+        run([console_script("nnUNetv2_predict"), "-i", str(trained["test_images"]), "-o", str(output), "-d", DATASET_ID,
+             "-c", "2d", "-f", "0", "-tr", trainer, "-device", "cpu", "-npp", "1", "-nps", "1",
+             "--save_probabilities"], env)
+        folders.append(str(output))
+
+    ensembled = trained["root"] / "ensembled"
+    run([console_script("nnUNetv2_ensemble"), "-i", *folders, "-o", str(ensembled), "-np", "1"], env)
+    for image_file in sorted(trained["test_images"].iterdir()):
+        case = image_file.name[: -len("_0000.nii.gz")]
+        assert sitk.ReadImage(str(ensembled / f"{case}.nii.gz")).GetSize() == sitk.ReadImage(str(image_file)).GetSize()
