@@ -48,11 +48,44 @@ def _command_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_predict(args: argparse.Namespace) -> int:
+    from mricore_nnunet import inference
+
+    device = inference.resolve_device(args.device)
+    print(f"Device: {device.type}" + (" (auto-detected)" if args.device == "auto" else ""), flush=True)
+    if device.type == "cpu":
+        print("Predicting on the CPU. This is expected: it works and gives the same results, but it is much "
+              "slower than on a GPU.", flush=True)
+    if args.model is not None:
+        model_folder = Path(args.model)
+    else:
+        model_folder = inference.find_model_folder(args.dataset, args.trainer, args.plans, args.configuration)
+    result = inference.predict(
+        args.input, args.output, model_folder, folds=args.folds, device=device, use_mirroring=not args.no_tta,
+        save_probabilities=args.save_probabilities, overwrite=args.overwrite,
+        replace_nonfinite=args.replace_nonfinite,
+    )
+    print(f"Model: {result.model_folder} (folds {', '.join(map(str, result.folds))})")
+    print(f"Predicted {len(result.predicted)} case(s) into {result.output_folder}.")
+    if result.skipped:
+        print(f"Skipped {len(result.skipped)} case(s) whose outputs already exist; --overwrite predicts them again.")
+    return 0
+
+
+def _command_overlay(args: argparse.Namespace) -> int:
+    from mricore_nnunet.overlay import write_overlays
+
+    written = write_overlays(args.images, args.segmentations, args.output, num_slices=args.slices)
+    print(f"Wrote {len(written)} overlay PNG files to {args.output}")
+    return 0
+
+
 def _command_demo(args: argparse.Namespace) -> int:
     from mricore_nnunet.demo import run_demo
 
     return run_demo(
-        work_dir=args.work_dir, checkpoint=args.checkpoint, num_epochs=args.epochs, input_size=args.input_size,
+        work_dir=args.work_dir, checkpoint=args.checkpoint, num_epochs=args.epochs,
+        iterations_per_epoch=args.iterations_per_epoch, batch_size=args.batch_size, input_size=args.input_size,
         device=args.device,
     )
 
@@ -81,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("-np", "--num-processes", type=int, default=1, help="processes for fingerprinting and preprocessing (default 1)")
     plan.add_argument("--plans-name", default=planning.PLANS_NAME, help=f"plans identifier (default {planning.PLANS_NAME})")
     plan.add_argument("--replace-nonfinite", action="store_true",
-                      help="accept images with NaN or Inf voxels; they are reported and replaced by the image minimum")
+                      help="accept images with NaN or Inf voxels: they are counted and reported, and nnU-Net's "
+                           "SimpleITK reader turns them into 0 (as SimpleITK 2.5 does for NIfTI files)")
     plan.set_defaults(run=_command_plan)
 
     inspect = commands.add_parser("inspect-checkpoint", help="show a checkpoint's layout, metadata, load report and parameter counts")
@@ -99,10 +133,40 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--overwrite", action="store_true", help="recompute existing outputs")
     embed.set_defaults(run=_command_embed)
 
+    predict = commands.add_parser(
+        "predict", help="check new scans and segment them with a trained model (nnU-Net's predictor, resumable)")
+    predict.add_argument("-i", "--input", required=True,
+                         help="folder of images named <case>_XXXX<file_ending>, or one such image file")
+    predict.add_argument("-o", "--output", required=True, help="output folder for <case><file_ending> segmentations")
+    model = predict.add_mutually_exclusive_group(required=True)
+    model.add_argument("-m", "--model", help="trained model folder TRAINER__PLANS__CONFIGURATION (no nnU-Net variables needed)")
+    model.add_argument("-d", "--dataset", help="dataset id or name whose model lies in $nnUNet_results")
+    predict.add_argument("-f", "--folds", nargs="+", help="folds to ensemble, numbers or 'all' (default: every fold_N with a final checkpoint)")
+    predict.add_argument("-tr", "--trainer", default="MRICoreTrainer", help="trainer class of the model, with -d (default MRICoreTrainer)")
+    predict.add_argument("-p", "--plans", default=planning.PLANS_NAME, help=f"plans identifier, with -d (default {planning.PLANS_NAME})")
+    predict.add_argument("-c", "--configuration", default="2d", help="nnU-Net configuration, with -d (default 2d)")
+    predict.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                         help="device; auto takes cuda, else mps, else cpu (default auto)")
+    predict.add_argument("--no-tta", action="store_true", help="skip test-time mirroring: faster, slightly less accurate")
+    predict.add_argument("--save-probabilities", action="store_true", help="also write <case>.npz and <case>.pkl as nnU-Net does, for ensembling")
+    predict.add_argument("--overwrite", action="store_true", help="predict cases again whose outputs exist (default: skip them)")
+    predict.add_argument("--replace-nonfinite", action="store_true",
+                         help="accept images with NaN or Inf voxels; temporary copies with them replaced by the image minimum are predicted")
+    predict.set_defaults(run=_command_predict)
+
+    overlay = commands.add_parser("overlay", help="write PNG overlays of segmentations on their scans, for a visual check")
+    overlay.add_argument("-i", "--images", required=True, help="folder of scans <case>_0000<ending> (channel 0 is shown), or one scan")
+    overlay.add_argument("-s", "--segmentations", required=True, help="folder of label maps <case><ending>, or one label map")
+    overlay.add_argument("-o", "--output", required=True, help="output folder for <case>_slice<N>.png files")
+    overlay.add_argument("--slices", type=int, default=3, help="slices per case, where the foreground is largest (default 3)")
+    overlay.set_defaults(run=_command_overlay)
+
     demo = commands.add_parser("demo", help="the main job on the bundled hippocampus MRI: plan, train fold 0, predict, score")
     demo.add_argument("--work-dir", type=Path, default=Path("demo_output"), help="folder for nnU-Net's data and results (default ./demo_output)")
     demo.add_argument("--checkpoint", help="encoder checkpoint; without one the tiny preset starts from random weights")
     demo.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    demo.add_argument("--iterations-per-epoch", type=int, default=50, help="training iterations per epoch (default 50)")
+    demo.add_argument("--batch-size", type=int, default=8, help="slices per training iteration (default 8)")
     demo.add_argument("--input-size", type=int, default=128, help="encoder input in pixels (default 128, quick on a CPU)")
     demo.add_argument("--device", default="cpu", help="cpu, cuda or mps (default cpu)")
     demo.set_defaults(run=_command_demo)

@@ -2,8 +2,8 @@
 
 MRI-CORE (arXiv 2506.12186) uses the Segment Anything ViT-B image encoder: 16-pixel patches, window
 attention in every block but the global blocks 2, 5, 8 and 11, and a convolutional neck to 256
-channels. This module knows nothing of nnU-Net or of checkpoint files; `mricore_nnunet.checkpoints`
-fills the weights.
+channels. This module does not depend on nnU-Net and reads no checkpoint files;
+`mricore_nnunet.checkpoints` fills the weights.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def default_feature_indices(depth: int) -> tuple[int, ...]:
 def patch_embed_channels(in_chans: int) -> int:
     """Return how many channels the patch embedding takes for `in_chans` image channels.
 
-    One grey channel is replicated to three, exactly as the pretrained encoders saw it; any other
+    One grey channel is replicated to three, exactly as the pretrained encoders received it. Any other
     channel count gets its own patch embedding, adapted from the pretrained three-channel one.
     """
     return 3 if in_chans in (1, 3) else in_chans
@@ -116,8 +116,8 @@ class InputNormalization(nn.Module):
         mean = normalization.get("mean", IMAGENET_MEAN)
         std = normalization.get("std", IMAGENET_STD)
         if len(mean) != self.out_chans:
-            # A patch embedding adapted to other than three channels sees each channel like the
-            # average ImageNet channel.
+            # A patch embedding adapted to other than three channels normalises each channel like
+            # the average ImageNet channel.
             mean = [sum(mean) / len(mean)] * self.out_chans
             std = [sum(std) / len(std)] * self.out_chans
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)

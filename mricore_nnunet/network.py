@@ -19,8 +19,8 @@ from mricore_nnunet.finetune import FINETUNE_MODES, apply_finetune_mode
 NUM_DECODER_LEVELS = 4
 DEFAULT_DECODER_CHANNELS = (32, 64, 128, 256)
 
-# What nnU-Net reads as `pool_op_kernel_sizes` (from arch_kwargs["strides"]) to scale the targets for
-# deep supervision: the resolution steps between the decoder's outputs.
+# Resolution steps between the decoder's outputs. nnU-Net reads them as `pool_op_kernel_sizes`
+# (from arch_kwargs["strides"]) to scale the targets for deep supervision.
 DECODER_STRIDES = [[1, 1], [2, 2], [2, 2], [2, 2], [2, 2]]
 
 
@@ -167,7 +167,7 @@ class MRICoreSegmentationNetwork(nn.Module):
         apply_finetune_mode(self.encoder, finetune, **(finetune_kwargs or {}))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        # The decoder's image path sees the same normalised image as the encoder.
+        # The decoder's image path receives the same normalised image as the encoder.
         self.encoder.check_input(x)
         image = self.encoder.input_norm(x)
         neck, features = self.encoder.vit.forward_intermediates(image, indices=list(self.feature_indices))

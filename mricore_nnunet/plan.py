@@ -25,7 +25,7 @@ def pretrain_info_for(checkpoint: str | os.PathLike | None, preset: str | None, 
         encoder, report = build_encoder_from_checkpoint(checkpoint, img_size=input_size)
         if preset is not None and preset != encoder.preset_name:
             raise ValueError(
-                f"The checkpoint {checkpoint} holds a {encoder.preset_name} encoder, but --preset {preset} was given. "
+                f"The checkpoint {checkpoint} contains a {encoder.preset_name} encoder, but --preset {preset} was given. "
                 f"Leave out --preset to use the checkpoint's architecture."
             )
         return {

@@ -111,7 +111,7 @@ def choose_batch_size_and_input_size(
 
 
 def dataset_batch_cap(median_shape_2d: Sequence[float], num_slices_total: float, patch_size: Sequence[int]) -> int:
-    """Return nnU-Net's cap on the batch size: one step sees at most 5% of the dataset's voxels."""
+    """Return nnU-Net's cap on the batch size: one step covers at most 5% of the voxels in the dataset."""
     dataset_voxels = float(np.prod(median_shape_2d)) * num_slices_total
     return int(round(dataset_voxels * 0.05 / float(np.prod(patch_size))))
 

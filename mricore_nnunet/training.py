@@ -10,7 +10,7 @@ import copy
 import dataclasses
 import logging
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -25,7 +25,7 @@ CHECKPOINT_VARIABLE = "MRICORE_CHECKPOINT"
 
 @dataclasses.dataclass
 class Recipe:
-    """Optimisation settings of a trainer; a few can be overridden through environment variables."""
+    """Optimisation settings of a trainer. The schedule lengths can be overridden through environment variables."""
 
     num_epochs: int = 1000
     iterations_per_epoch: int = 250
@@ -34,11 +34,14 @@ class Recipe:
     weight_decay: float = 0.05
     layer_decay: float = 0.75
     warmup_fraction: float = 0.05
+    # nnU-Net writes checkpoint_latest.pth every this many epochs, for resuming with --c.
+    save_every: int = 50
 
     ENVIRONMENT = {
         "MRICORE_NUM_EPOCHS": "num_epochs",
         "MRICORE_ITERATIONS_PER_EPOCH": "iterations_per_epoch",
         "MRICORE_VAL_ITERATIONS_PER_EPOCH": "val_iterations_per_epoch",
+        "MRICORE_SAVE_EVERY": "save_every",
     }
 
     def with_environment(self) -> "Recipe":
@@ -120,7 +123,7 @@ def load_pretrained_encoder(network: nn.Module, checkpoint: str, expected_sha256
     plain, report = build_encoder_from_checkpoint(checkpoint, img_size=encoder.img_size, in_chans=encoder.in_chans)
     if plain.preset != encoder.preset:
         raise ValueError(
-            f"The checkpoint {checkpoint} holds a {plain.preset_name} encoder "
+            f"The checkpoint {checkpoint} contains a {plain.preset_name} encoder "
             f"({plain.preset.embed_dim} wide, {plain.preset.depth} blocks), but the plans build a "
             f"{encoder.preset_name} encoder ({encoder.preset.embed_dim} wide, {encoder.preset.depth} blocks). "
             f"Plan again with this checkpoint, or use a checkpoint of the planned preset."
@@ -135,7 +138,7 @@ def load_pretrained_encoder(network: nn.Module, checkpoint: str, expected_sha256
 
 
 def parameter_groups(network: nn.Module, lr: float, weight_decay: float, layer_decay: float) -> list[dict]:
-    """Split trainable parameters into AdamW groups with layer-wise learning-rate decay in the encoder.
+    """Split the parameters that require gradients into AdamW groups with layer-wise learning-rate decay in the encoder.
 
     The decoder comes first at the full rate. Encoder layer i of depth+1 gets lr * layer_decay**(depth+1-i).
     Biases, norms and the position embedding get no weight decay.
@@ -155,6 +158,9 @@ def parameter_groups(network: nn.Module, lr: float, weight_decay: float, layer_d
         groups[key]["params"].append(parameter)
 
     for name, parameter in network.named_parameters():
+        if not parameter.requires_grad:
+            # Frozen by the fine-tuning mode; parameters frozen only for the warm-up still need a group.
+            continue
         if name.startswith("encoder."):
             local = name.removeprefix("encoder.")
             layer = encoder.layer_id(local)
@@ -204,7 +210,7 @@ class WarmupPolyLR:
 def set_encoder_trainable(network: nn.Module, trainable: bool, finetune_trainable: set[str]) -> None:
     """Switch gradients of the encoder on or off, keeping the fine-tuning mode's frozen parts frozen.
 
-    `finetune_trainable` holds the names of encoder parameters the fine-tuning mode trains.
+    `finetune_trainable` contains the names of encoder parameters the fine-tuning mode trains.
     """
     for name, parameter in network.encoder.named_parameters():
         parameter.requires_grad_(trainable and name in finetune_trainable)
@@ -221,3 +227,21 @@ def preset_for_default_plans(checkpoint: str | None) -> str:
 
         return build_encoder_from_checkpoint(checkpoint)[0].preset_name
     return "vit_b"
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Tell whether an exception from a training step means the device ran out of memory."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    # The CPU allocator raises a plain RuntimeError.
+    return isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
+
+
+def out_of_memory_message(device: torch.device, batch_size: int, patch_size: Sequence[int], preset: str) -> str:
+    """Return what to do after a training step ran out of memory, naming the planned sizes."""
+    return (
+        f"Training ran out of memory on {device} with batch size {batch_size}, patch size {list(patch_size)} and "
+        f"the {preset} encoder. Options: plan again with a smaller batch ('mricore_nnunet plan ... --batch-size N' "
+        f"or a lower --memory-gb), a smaller encoder input (--input-size 256 instead of 512 or 1024), a smaller "
+        f"preset, or a trainer that trains fewer weights (MRICoreTrainer_frozen or MRICoreTrainer_lora)."
+    )

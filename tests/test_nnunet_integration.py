@@ -191,3 +191,72 @@ def test_ensemble_of_mricore_and_cnn(trained):
     for image_file in sorted(trained["test_images"].iterdir()):
         case = image_file.name[: -len("_0000.nii.gz")]
         assert sitk.ReadImage(str(ensembled / f"{case}.nii.gz")).GetSize() == sitk.ReadImage(str(image_file)).GetSize()
+
+
+def test_trainer_loads_checkpoint_weights(trained, monkeypatch):
+    """After initialize(), the network's encoder holds exactly the checkpoint's tensors."""
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
+        monkeypatch.setenv(name, trained["env"][name])
+    monkeypatch.delenv("MRICORE_CHECKPOINT", raising=False)
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    trainer = get_trainer_from_args(DATASET_ID, "2d", 0, "MRICoreTrainer", "MRICorePlans", device=torch.device("cpu"))
+    trainer.initialize()
+
+    saved = torch.load(trained["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    loaded = trainer.network.encoder.state_dict()
+    assert set(saved) == set(loaded)
+    for key, tensor in saved.items():
+        assert torch.equal(loaded[key], tensor), key
+
+
+def test_trainer_without_checkpoint_stops_before_epoch_zero(trained):
+    env = trained["env"]
+    run([console_script("mricore_nnunet"), "plan", "-d", DATASET_ID, "--preset", "tiny", "--input-size",
+         str(INPUT_SIZE), "--batch-size", "4", "--plans-name", "MRICorePlansNoCheckpoint"], env)
+    completed = run([console_script("nnUNetv2_train"), DATASET_ID, "2d", "0", "-tr", "MRICoreTrainer", "-p",
+                     "MRICorePlansNoCheckpoint", "-device", "cpu"], env, expect_success=False)
+
+    assert completed.returncode != 0
+    assert "No encoder checkpoint" in completed.stderr
+    assert "MRICORE_CHECKPOINT" in completed.stderr
+    assert "Epoch 0" not in completed.stdout
+
+
+def test_trainer_with_mismatched_checkpoint_stops(trained):
+    wider = MRICoreEncoder("small", INPUT_SIZE, 1)
+    mismatched = save_encoder_checkpoint(wider, trained["root"] / "small_encoder.pth")
+    env = dict(trained["env"], MRICORE_CHECKPOINT=str(mismatched))
+    completed = run([console_script("nnUNetv2_train"), DATASET_ID, "2d", "0", "-tr", "MRICoreTrainer", "-p",
+                     "MRICorePlans", "-device", "cpu"], env, expect_success=False)
+
+    assert completed.returncode != 0
+    assert str(mismatched) in completed.stderr
+    assert "small" in completed.stderr and "tiny" in completed.stderr
+    assert "Epoch 0" not in completed.stdout
+
+
+def test_killed_training_resumes_with_continue_flag(trained):
+    """A training killed after an epoch continues from checkpoint_latest.pth with nnU-Net's --c."""
+    import time
+
+    env = dict(trained["env"], MRICORE_NUM_EPOCHS="4", MRICORE_SAVE_EVERY="1")
+    fold_folder = model_folder(trained, "MRICoreTrainer", "MRICorePlans") / "fold_2"
+    arguments = [console_script("nnUNetv2_train"), DATASET_ID, "2d", "2", "-tr", "MRICoreTrainer", "-p", "MRICorePlans",
+                 "-device", "cpu"]
+    process = subprocess.Popen(arguments, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (fold_folder / "checkpoint_latest.pth").is_file() and process.poll() is None:
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("no checkpoint_latest.pth within 300 s")
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    assert not (fold_folder / "checkpoint_final.pth").is_file()
+
+    resumed = run(arguments + ["--c"], env)
+    assert (fold_folder / "checkpoint_final.pth").is_file()
+    assert "Epoch 0\n" not in resumed.stdout
+    assert "Epoch 3" in resumed.stdout
+    assert not list(fold_folder.glob("*.partial"))

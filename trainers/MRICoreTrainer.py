@@ -6,6 +6,8 @@ one class attribute; the recipe itself lives in `mricore_nnunet.training`.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
@@ -29,6 +31,7 @@ class MRICoreTrainer(nnUNetTrainer):
         self.num_epochs = recipe.num_epochs
         self.num_iterations_per_epoch = recipe.iterations_per_epoch
         self.num_val_iterations_per_epoch = recipe.val_iterations_per_epoch
+        self.save_every = recipe.save_every
         self.initial_lr = recipe.initial_lr
         self.weight_decay = recipe.weight_decay
         self.layer_decay = recipe.layer_decay
@@ -80,6 +83,23 @@ class MRICoreTrainer(nnUNetTrainer):
         optimizer = torch.optim.AdamW(groups, lr=self.initial_lr, weight_decay=self.weight_decay)
         scheduler = training.WarmupPolyLR(optimizer, self.initial_lr, self.num_epochs, self.warmup_epochs)
         return optimizer, scheduler
+
+    def train_step(self, batch: dict) -> dict:
+        try:
+            return super().train_step(batch)
+        except RuntimeError as error:
+            if not training.is_out_of_memory(error):
+                raise
+            arch = self.configuration_manager.network_arch_init_kwargs
+            raise RuntimeError(training.out_of_memory_message(
+                self.device, self.batch_size, self.configuration_manager.patch_size, arch["preset"])) from error
+
+    def save_checkpoint(self, filename: str) -> None:
+        # nnU-Net writes in place; a kill during the write would leave a corrupt checkpoint for --c to load.
+        partial = f"{filename}.partial"
+        super().save_checkpoint(partial)
+        if os.path.isfile(partial):
+            os.replace(partial, filename)
 
     def on_train_epoch_start(self):
         # The encoder stays fixed while the freshly initialised decoder warms up.
