@@ -58,6 +58,7 @@ def plan_dataset(
     plans_name: str = planning.PLANS_NAME,
     replace_nonfinite: bool = False,
     batch_size: int | None = None,
+    gradient_checkpointing: bool = False,
 ) -> Path:
     """Validate the raw dataset, extract its fingerprint when missing, plan and preprocess the 2D configuration.
 
@@ -96,6 +97,7 @@ def plan_dataset(
     planner = planner_class(
         dataset_id, gpu_memory_target_in_gb=memory_gib, plans_name=plans_name,
         input_size=input_size, preset=info["preset"], pretrain_info=info, batch_size=batch_size,
+        gradient_checkpointing=gradient_checkpointing,
     )
     planner.plan_experiment()
     preprocess_dataset(dataset_id, plans_name, configurations=("2d",), num_processes=(num_processes,))

@@ -43,12 +43,15 @@ def inplane_target_spacing(
     return [spacing, spacing]
 
 
-def estimate_training_memory_gib(preset: str, img_size: int, batch_size: int, num_classes: int = 2) -> float:
+def estimate_training_memory_gib(
+    preset: str, img_size: int, batch_size: int, num_classes: int = 2, gradient_checkpointing: bool = False
+) -> float:
     """Estimate the peak memory (GiB) of one fp32 training step of the segmentation network.
 
     An estimate from counting stored activations, calibrated against timm's SAM ViT-B on the CPU:
     1.45 GiB at 256 px and 10.1 GiB at 1024 px for batch 1 (measured with torch 2.14 on 2 cores).
-    Mixed precision on a GPU needs less, so the estimate errs on the safe side there.
+    Mixed precision on a GPU needs less, so the estimate errs on the safe side there. With gradient
+    checkpointing only each block's input is stored, plus one block's activations during recompute.
     """
     p = get_preset(preset)
     tokens = (img_size // PATCH_SIZE) ** 2
@@ -69,6 +72,10 @@ def estimate_training_memory_gib(preset: str, img_size: int, batch_size: int, nu
     channels = decoder_channels_for(preset)
     decoder_bytes = sum(c * (img_size / 2**level) ** 2 * 12 for level, c in enumerate(channels)) * BYTES_PER_FLOAT
     decoder_bytes += num_classes * img_size**2 * 4 * BYTES_PER_FLOAT
+    if gradient_checkpointing:
+        block_bytes = block_bytes / 20 + block_bytes / p.depth
+        largest_attention = max(tokens**2, window_tokens * p.window_size**2) * p.num_heads * 2 * BYTES_PER_FLOAT
+        global_attention_bytes, window_attention_bytes = largest_attention, 0
     per_sample = block_bytes + global_attention_bytes + window_attention_bytes + decoder_bytes
     return (static_bytes + batch_size * per_sample) / GIB
 
@@ -80,6 +87,7 @@ def choose_batch_size_and_input_size(
     max_batch_size: int,
     min_batch_size: int = 2,
     num_classes: int = 2,
+    gradient_checkpointing: bool = False,
 ) -> tuple[int, int]:
     """Pick the largest batch that fits `memory_gib`, shrinking the input size when even the minimum does not fit.
 
@@ -87,25 +95,29 @@ def choose_batch_size_and_input_size(
     step sees at most 5% of the dataset) and never below `min_batch_size`.
     """
     check_input_size(input_size, input_size)
+
+    def estimate(size: int, batch: int) -> float:
+        return estimate_training_memory_gib(preset, size, batch, num_classes, gradient_checkpointing)
+
     size = input_size
-    while estimate_training_memory_gib(preset, size, min_batch_size, num_classes) > memory_gib:
+    while estimate(size, min_batch_size) > memory_gib:
         smaller = max(PATCH_SIZE * 4, (size // 2) // PATCH_SIZE * PATCH_SIZE)
         if smaller == size:
             raise ValueError(
                 f"Even a batch of {min_batch_size} at {size} px with the {preset} encoder needs about "
-                f"{estimate_training_memory_gib(preset, size, min_batch_size, num_classes):.1f} GiB, more than the "
+                f"{estimate(size, min_batch_size):.1f} GiB, more than the "
                 f"{memory_gib:.1f} GiB target. Use a smaller preset or a device with more memory."
             )
+        hint = "" if gradient_checkpointing else " Planning with --gradient-checkpointing needs less memory."
         logger.warning(
             "A batch of %d at %d px with the %s encoder needs about %.1f GiB, more than the %.1f GiB target; "
-            "planning with %d px instead.",
-            min_batch_size, size, preset, estimate_training_memory_gib(preset, size, min_batch_size, num_classes),
-            memory_gib, smaller,
+            "planning with %d px instead.%s",
+            min_batch_size, size, preset, estimate(size, min_batch_size), memory_gib, smaller, hint,
         )
         size = smaller
 
     batch = min_batch_size
-    while batch < max_batch_size and estimate_training_memory_gib(preset, size, batch + 1, num_classes) <= memory_gib:
+    while batch < max_batch_size and estimate(size, batch + 1) <= memory_gib:
         batch += 1
     return batch, size
 
@@ -117,7 +129,7 @@ def dataset_batch_cap(median_shape_2d: Sequence[float], num_slices_total: float,
 
 
 def architecture_entry(
-    preset: str, input_size: int, normalization: dict[str, Any] | None = None
+    preset: str, input_size: int, normalization: dict[str, Any] | None = None, gradient_checkpointing: bool = False
 ) -> dict[str, Any]:
     """Return the plans' `architecture` block from which nnU-Net rebuilds the network anywhere."""
     return {
@@ -130,6 +142,7 @@ def architecture_entry(
             "feature_indices": None,
             "finetune": "full",
             "strides": DECODER_STRIDES,
+            "gradient_checkpointing": gradient_checkpointing,
         },
         "_kw_requires_import": [],
     }

@@ -26,6 +26,7 @@ class MRICorePlanner(ExperimentPlanner):
         pretrain_info: the checkpoint record written into the plans (see `mricore_nnunet.plan`).
         memory_gib is nnU-Net's `gpu_memory_target_in_gb`: memory for one training step, for the batch size.
         batch_size: a fixed batch size instead of the one estimated from the memory target.
+        gradient_checkpointing: recompute encoder activations in the backward pass to save memory.
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class MRICorePlanner(ExperimentPlanner):
         preset: str = "vit_b",
         pretrain_info: dict[str, Any] | None = None,
         batch_size: int | None = None,
+        gradient_checkpointing: bool = False,
     ):
         super().__init__(
             dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
@@ -49,6 +51,7 @@ class MRICorePlanner(ExperimentPlanner):
         self.preset = preset
         self.pretrain_info = pretrain_info or {}
         self.fixed_batch_size = batch_size
+        self.gradient_checkpointing = gradient_checkpointing
 
     def plan_experiment(self) -> dict:
         transpose_forward, transpose_backward = self.determine_transpose()
@@ -65,7 +68,8 @@ class MRICorePlanner(ExperimentPlanner):
 
         cap = planning.dataset_batch_cap(median_shape_2d, num_slices, (self.input_size, self.input_size))
         batch_size, input_size = planning.choose_batch_size_and_input_size(
-            self.preset, self.input_size, self.UNet_vram_target_GB, max(cap, 2), num_classes=num_classes
+            self.preset, self.input_size, self.UNet_vram_target_GB, max(cap, 2), num_classes=num_classes,
+            gradient_checkpointing=self.gradient_checkpointing,
         )
         if self.fixed_batch_size is not None:
             batch_size = self.fixed_batch_size
@@ -93,7 +97,7 @@ class MRICorePlanner(ExperimentPlanner):
             "resampling_fn_probabilities": resampling_probabilities.__name__,
             "resampling_fn_probabilities_kwargs": probabilities_kwargs,
             "architecture": planning.architecture_entry(
-                self.preset, input_size, self.pretrain_info.get("normalization")
+                self.preset, input_size, self.pretrain_info.get("normalization"), self.gradient_checkpointing
             ),
             "batch_dice": True,
         }

@@ -187,3 +187,15 @@ def test_fold_check_with_custom_splits(tmp_path):
     validation.check_fold_count(folder, 0)
     with pytest.raises(validation.ValidationError, match="a split for fold 3"):
         validation.check_fold_count(folder, 3)
+
+
+def test_gradient_checkpointing_lowers_estimate_and_keeps_size():
+    plain = planning.estimate_training_memory_gib("vit_b", 1024, 2)
+    checkpointed = planning.estimate_training_memory_gib("vit_b", 1024, 2, gradient_checkpointing=True)
+    assert checkpointed < plain / 2
+
+    batch, size = planning.choose_batch_size_and_input_size(
+        "vit_b", 1024, memory_gib=12, max_batch_size=64, gradient_checkpointing=True
+    )
+    assert size == 1024
+    assert batch >= 2
