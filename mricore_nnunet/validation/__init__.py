@@ -7,6 +7,8 @@ replace_nonfinite and split_4d_channels write corrected copies and never overwri
 
 from .checks import DatasetSummary, check_fold_count, check_image_files, check_raw_dataset
 from .dataset_json import load_dataset_json
+from .fewshot_checks import (check_fewshot_request, check_prediction_pairs, check_slice_counts,
+                             check_volume_sizes)
 from .files import find_cases
 from .images import replace_nonfinite, split_4d_channels
 from .problems import Problem, ValidationError
@@ -15,9 +17,13 @@ __all__ = [
     "DatasetSummary",
     "Problem",
     "ValidationError",
+    "check_fewshot_request",
     "check_fold_count",
     "check_image_files",
+    "check_prediction_pairs",
     "check_raw_dataset",
+    "check_slice_counts",
+    "check_volume_sizes",
     "find_cases",
     "load_dataset_json",
     "replace_nonfinite",

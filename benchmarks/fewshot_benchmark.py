@@ -1,0 +1,186 @@
+"""Data-restricted segmentation: nnU-Net's CNN against the MRI-CORE trainers at equal CPU time.
+
+    python benchmarks/fewshot_benchmark.py --checkpoint PRETRAINED.pth [--budget 60] [--seeds 0 1]
+
+For each setting (K fully labelled volumes, or the paper's protocol of 5 volumes with 1 labelled
+slice each) and seed, `mricore_nnunet fewshot` derives a dataset from the bundled hippocampus data,
+every trainer trains fold 0 for the same CPU-time budget (benchmarks/trainers/budget_trainers.py),
+predicts the same held-out test volumes, and nnU-Net's evaluation gives the foreground Dice.
+Results: benchmarks/results/fewshot.json, docs/fewshot_benchmark.md and docs/images/fewshot_benchmark.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+BUNDLED = REPOSITORY / "mricore_nnunet" / "demo_data" / "Dataset004_Hippocampus"
+SOURCE_ID = 4
+
+# name -> (trainer, plans)
+TRAINERS = {
+    "nnU-Net 2D CNN": ("nnUNetTrainer_budget", "nnUNetPlans"),
+    "MRICoreTrainer (pretrained)": ("MRICoreTrainer_budget", "MRICorePlans"),
+    "MRICoreTrainer_frozen": ("MRICoreTrainer_frozen_budget", "MRICorePlans"),
+    "MRICoreTrainer_adapter": ("MRICoreTrainer_adapter_budget", "MRICorePlans"),
+    "MRICoreTrainer_scratch": ("MRICoreTrainer_scratch_budget", "MRICorePlans"),
+}
+# name -> (training volumes, labelled slices per volume or "all")
+SETTINGS = {
+    "K=1 volume": (1, "all"),
+    "K=5 volumes": (5, "all"),
+    "K=10 volumes": (10, "all"),
+    "5 volumes x 1 slice": (5, "1"),
+}
+
+
+def console(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def run(arguments: list[str], env: dict, log: Path) -> None:
+    with log.open("a") as handle:
+        handle.write(f"\n$ {' '.join(arguments)}\n")
+        handle.flush()
+        completed = subprocess.run(arguments, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{' '.join(arguments)} failed (exit {completed.returncode}); see {log}")
+
+
+def foreground_dice(summary_file: Path) -> float:
+    return float(json.loads(summary_file.read_text())["foreground_mean"]["Dice"])
+
+
+def run_one(setting: str, seed: int, dataset_id: int, args, env: dict, work: Path) -> dict:
+    volumes, slices = SETTINGS[setting]
+    log = work / "logs" / f"{dataset_id}.log"
+    log.parent.mkdir(exist_ok=True)
+    run([console("mricore_nnunet"), "fewshot", "-d", str(SOURCE_ID), "--volumes", str(volumes),
+         "--slices-per-volume", slices, "--validation-volumes", str(args.validation_volumes), "--seed", str(seed),
+         "--output-id", str(dataset_id)], env, log)
+    dataset_dir = next((work / "nnUNet_raw").glob(f"Dataset{dataset_id:03d}_*"))
+
+    test_images = work / f"test_{dataset_id}"
+    test_labels = work / f"testlabels_{dataset_id}"
+    test_images.mkdir(exist_ok=True)
+    test_labels.mkdir(exist_ok=True)
+    for label in sorted((dataset_dir / "labelsTs").iterdir())[: args.test_cases]:
+        case = label.name[: -len(".nii.gz")]
+        shutil.copy(dataset_dir / "imagesTs" / f"{case}_0000.nii.gz", test_images)
+        shutil.copy(label, test_labels)
+
+    run([console("mricore_nnunet"), "plan", "-d", str(dataset_id), "--checkpoint", args.checkpoint,
+         "--input-size", str(args.input_size)], env, log)
+    run([console("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", "2d", "-np", "1"], env, log)
+
+    results = {}
+    for name, (trainer, plans) in TRAINERS.items():
+        if args.trainers and name not in args.trainers:
+            continue
+        start = time.monotonic()
+        run([console("nnUNetv2_train"), str(dataset_id), "2d", "0", "-tr", trainer, "-p", plans, "-device", "cpu"], env, log)
+        predictions = work / f"pred_{dataset_id}_{trainer}"
+        run([console("nnUNetv2_predict"), "-i", str(test_images), "-o", str(predictions), "-d", str(dataset_id),
+             "-c", "2d", "-f", "0", "-tr", trainer, "-p", plans, "-device", "cpu", "--disable_tta",
+             "-npp", "1", "-nps", "1"], env, log)
+        run([console("nnUNetv2_evaluate_folder"), str(test_labels), str(predictions),
+             "-djfile", str(predictions / "dataset.json"), "-pfile", str(predictions / "plans.json")], env, log)
+        results[name] = {"dice": foreground_dice(predictions / "summary.json"), "wall_s": time.monotonic() - start}
+        print(f"{setting:22s} seed {seed}  {name:30s} Dice {results[name]['dice']:.3f}", flush=True)
+    return results
+
+
+def write_report(results: dict, args, minutes: float) -> None:
+    out = REPOSITORY / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "fewshot.json").write_text(json.dumps({"settings": vars(args), "results": results}, indent=2))
+
+    names = [n for n in TRAINERS if any(n in r for by_seed in results.values() for r in by_seed.values())]
+    lines = ["| setting | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    summary = {}
+    for setting, by_seed in results.items():
+        cells = []
+        for name in names:
+            values = [r[name]["dice"] for r in by_seed.values() if name in r]
+            summary.setdefault(name, []).append(np.mean(values) if values else np.nan)
+            cells.append(f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "-")
+        lines.append(f"| {setting} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    positions = np.arange(len(results))
+    width = 0.8 / max(1, len(names))
+    for index, name in enumerate(names):
+        axis.bar(positions + index * width, summary[name], width, label=name)
+    axis.set_xticks(positions + width * (len(names) - 1) / 2, list(results))
+    axis.set_ylabel("foreground Dice (test volumes)")
+    axis.set_ylim(0, 1)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    images = REPOSITORY / "docs" / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    figure.savefig(images / "fewshot_benchmark.png", dpi=120)
+
+    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU, Python {platform.python_version()}"
+    (out / "fewshot.md").write_text(
+        f"Machine: {machine}. Total {minutes:.0f} minutes.\n\nSettings: {json.dumps(vars(args))}\n\n{table}\n"
+    )
+    print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="pretrained encoder checkpoint for the MRI-CORE trainers")
+    parser.add_argument("--budget", type=float, default=60, help="CPU seconds of training per run (default 60)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="draws to repeat (default 0 1)")
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--trainers", nargs="+", choices=list(TRAINERS), help="subset of trainers (default all)")
+    parser.add_argument("--input-size", type=int, default=64, help="MRI-CORE encoder input in pixels (default 64)")
+    parser.add_argument("--validation-volumes", type=int, default=2, help="validation volumes per draw (default 2)")
+    parser.add_argument("--test-cases", type=int, default=8, help="held-out volumes scored per draw (default 8)")
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/mricore_fewshot_benchmark"))
+    args = parser.parse_args()
+    args.checkpoint = str(Path(args.checkpoint).resolve())
+
+    work = args.work_dir.resolve()
+    if work.exists():
+        shutil.rmtree(work)
+    (work / "nnUNet_raw").mkdir(parents=True)
+    shutil.copytree(BUNDLED, work / "nnUNet_raw" / BUNDLED.name, ignore=shutil.ignore_patterns("imagesTs", "labelsTs"))
+    env = dict(os.environ)
+    env.update({
+        "nnUNet_raw": str(work / "nnUNet_raw"), "nnUNet_preprocessed": str(work / "nnUNet_preprocessed"),
+        "nnUNet_results": str(work / "nnUNet_results"),
+        "nnUNet_extTrainer": os.pathsep.join([str(REPOSITORY / "benchmarks" / "trainers"), str(REPOSITORY / "trainers")]),
+        "PYTHONPATH": os.pathsep.join([str(REPOSITORY / "trainers"), env.get("PYTHONPATH", "")]),
+        "MRICORE_CPU_BUDGET_S": str(args.budget), "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "0",
+    })
+    env.pop("MRICORE_CHECKPOINT", None)
+
+    start = time.monotonic()
+    results: dict = {}
+    dataset_id = 600
+    for setting in args.settings:
+        for seed in args.seeds:
+            dataset_id += 1
+            results.setdefault(setting, {})[seed] = run_one(setting, seed, dataset_id, args, env, work)
+    write_report(results, args, (time.monotonic() - start) / 60)
+
+
+if __name__ == "__main__":
+    main()
