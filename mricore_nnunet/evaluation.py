@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -20,6 +19,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from mricore_nnunet import validation
+from mricore_nnunet.atomic import atomic_write_text
 from mricore_nnunet.fewshot import acquisition_axis
 from mricore_nnunet.validation import Problem, ValidationError
 
@@ -206,17 +206,7 @@ def summarise_repeats(summaries: Sequence[Mapping]) -> dict:
 
 def write_json_atomic(content, path: str | os.PathLike) -> None:
     """Write JSON (NaN as null) to a temporary file beside `path` and rename it, so a kill leaves no half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            json.dump(_nan_to_none(content), file, indent=2, allow_nan=False)
-            file.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(_nan_to_none(content), indent=2, allow_nan=False) + "\n")
 
 
 def _restrict(reference: np.ndarray, prediction: np.ndarray,

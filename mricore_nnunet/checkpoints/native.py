@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..atomic import atomic_torch_save
 from ..encoder import MRICoreEncoder
 from .base import OWN_FORMAT, OWN_FORMAT_VERSION, CheckpointError, Conversion, first_keys, strip_prefixes
 
@@ -132,17 +132,7 @@ def save_encoder_checkpoint(
         "state_dict": {key: tensor.detach().cpu() for key, tensor in encoder.state_dict().items()},
     }
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    atomic_torch_save(payload, path)
 
     logger.info("Saved encoder checkpoint %s (preset %s, img_size %d).", path, encoder.preset_name, encoder.img_size)
     return path
