@@ -31,6 +31,16 @@ def trainer_search_path() -> str:
     return os.pathsep.join(existing if ours in existing else existing + [ours])
 
 
+def configure_trainer_search_path() -> str:
+    """Set `nnUNet_extTrainer` for this process, leaving nnU-Net's folder variables alone, and return it.
+
+    Prediction from a model folder needs no data folders, only the trainer classes.
+    """
+    value = trainer_search_path()
+    os.environ["nnUNet_extTrainer"] = value
+    return value
+
+
 def configure_environment(base: str | os.PathLike | None = None) -> dict[str, str]:
     """Set nnU-Net's variables for this process and return them.
 
