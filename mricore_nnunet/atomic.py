@@ -24,12 +24,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     suffix = "".join(path.suffixes) or ".tmp"
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(handle)
+    # mkstemp creates the file readable by its owner only; outputs get the usual umask permissions.
+    os.chmod(temporary, 0o666 & ~_current_umask())
     try:
         yield Path(temporary)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    # os.umask can only be read by setting it, so it is set back at once.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import SimpleITK as sitk
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .atomic import atomic_path
 from .checkpoints import build_encoder_from_checkpoint, read_checkpoint
 from .encoder import MRICoreEncoder, check_input_size
 
@@ -74,7 +74,7 @@ def embed_images(
     if not todo:
         return outputs
 
-    encoder, checkpoint_sha256 = _build_encoder(checkpoint, preset, img_size)
+    encoder, checkpoint_sha256 = build_encoder(checkpoint, preset, img_size)
     encoder = encoder.to(device).eval()
 
     for case, image, output in tqdm(todo, desc="Embedding volumes", unit="volume"):
@@ -137,9 +137,14 @@ def _collect_cases(inputs: Iterable[str | os.PathLike]) -> list[tuple[str, Path]
     return cases
 
 
-def _build_encoder(
+def build_encoder(
     checkpoint: str | os.PathLike | None, preset: str, img_size: int | None
 ) -> tuple[MRICoreEncoder, str]:
+    """Build the encoder from a checkpoint, or randomly initialised from `preset` without one.
+
+    Returns the encoder and the checkpoint's sha256 (empty without a checkpoint). `img_size` defaults to
+    the checkpoint metadata's img_size, else 256.
+    """
     if checkpoint is None:
         size = img_size or DEFAULT_IMG_SIZE
         logger.warning(
@@ -155,9 +160,8 @@ def _build_encoder(
     return encoder, report.sha256
 
 
-@torch.inference_mode()
-def _embed_volume(encoder: MRICoreEncoder, path: Path, batch_size: int) -> np.ndarray:
-    """Return the Z x C slice embeddings of one volume."""
+def read_volume(path: str | os.PathLike) -> tuple[sitk.Image, np.ndarray]:
+    """Read a grey-value NIfTI volume; return the image and its Z x Y x X float32 array (Z = 1 for 2D)."""
     image = sitk.ReadImage(str(path))
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError(
@@ -172,25 +176,32 @@ def _embed_volume(encoder: MRICoreEncoder, path: Path, batch_size: int) -> np.nd
             f"{path} has {image.GetDimension()} dimensions (array shape {array.shape}), but expected a 2D or 3D "
             "volume. Split 4D series into 3D volumes."
         )
+    return image, array
 
+
+@torch.inference_mode()
+def encode_slices(encoder: MRICoreEncoder, array: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
+    """Yield the encoder's neck features of a Z x Y x X array, batch_size slices at a time.
+
+    Each slice is resized to the encoder's img_size, so each yielded batch is B x C x S/16 x S/16 with
+    S = img_size, on the encoder's device. The patch grid covers the whole Y x X slice.
+    """
     size = encoder.img_size
     check_input_size(size, size)
     device = next(encoder.parameters()).device
-    embeddings = []
     for start in range(0, array.shape[0], batch_size):
         slices = torch.from_numpy(array[start : start + batch_size]).to(device)[:, None]  # B x 1 x Y x X
         slices = F.interpolate(slices, size=(size, size), mode="bilinear", align_corners=False)  # B x 1 x S x S
-        features = encoder(slices)  # B x C x S/16 x S/16
-        embeddings.append(features.mean(dim=(2, 3)).float().cpu())  # B x C
+        yield encoder(slices)  # B x C x S/16 x S/16
+
+
+def _embed_volume(encoder: MRICoreEncoder, path: Path, batch_size: int) -> np.ndarray:
+    """Return the Z x C slice embeddings of one volume."""
+    _, array = read_volume(path)
+    embeddings = [features.mean(dim=(2, 3)).float().cpu() for features in encode_slices(encoder, array, batch_size)]  # B x C each
     return torch.cat(embeddings).numpy()  # Z x C
 
 
 def _save_npz_atomically(path: Path, **arrays: np.ndarray) -> None:
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        np.savez(file, **arrays)
