@@ -2,11 +2,11 @@
 
     python benchmarks/fewshot_benchmark.py --checkpoint PRETRAINED.pth [--budget 60] [--seeds 0 1]
 
-For each setting (K fully labelled volumes, or the paper's protocol of 5 volumes with 1 labelled
-slice each) and seed, `mricore_nnunet fewshot` derives a dataset from the bundled hippocampus data,
+For each setting (K fully labelled volumes, or the MRI-CORE paper's (arXiv 2506.12186) protocol of 5 volumes
+with 1 labelled slice each) and seed, `mricore_nnunet fewshot` derives a dataset from the bundled hippocampus data,
 every trainer trains fold 0 for the same CPU-time budget (benchmarks/trainers/budget_trainers.py),
 predicts the same held-out test volumes, and nnU-Net's evaluation gives the foreground Dice.
-Results: benchmarks/results/fewshot.json, docs/fewshot_benchmark.md and docs/images/fewshot_benchmark.png.
+Results: benchmarks/results/fewshot.json and fewshot.md, and docs/images/fewshot_benchmark.png.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def test_encoder_patch_embedding_channels(channels, patch_channels):
 
 
 def test_input_normalization_ignores_affine_intensity_changes():
-    """nnU-Net's z-score before the model cannot change what the encoder sees."""
+    """nnU-Net's z-score before the model cannot change the encoder's input."""
     encoder = MRICoreEncoder("tiny", 64, 1).eval()
     image = torch.rand(2, 1, 64, 64) * 900 + 100
     with torch.no_grad():

@@ -194,7 +194,7 @@ def test_ensemble_of_mricore_and_cnn(trained):
 
 
 def test_trainer_loads_checkpoint_weights(trained, monkeypatch):
-    """After initialize(), the network's encoder holds exactly the checkpoint's tensors."""
+    """After initialize(), the network's encoder contains exactly the checkpoint's tensors."""
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
         monkeypatch.setenv(name, trained["env"][name])
     monkeypatch.delenv("MRICORE_CHECKPOINT", raising=False)
@@ -232,7 +232,8 @@ def test_trainer_with_mismatched_checkpoint_stops(trained):
 
     assert completed.returncode != 0
     assert str(mismatched) in completed.stderr
-    assert "small" in completed.stderr and "tiny" in completed.stderr
+    assert "small" in completed.stderr
+    assert "tiny" in completed.stderr
     assert "Epoch 0" not in completed.stdout
 
 
