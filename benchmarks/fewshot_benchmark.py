@@ -81,7 +81,9 @@ def run_one(setting: str, seed: int, dataset_id: int, args, env: dict, work: Pat
 
     run([console("mricore_nnunet"), "plan", "-d", str(dataset_id), "--checkpoint", args.checkpoint,
          "--input-size", str(args.input_size)], env, log)
-    run([console("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", "2d", "-np", "1"], env, log)
+    # nnU-Net 2.8.1's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails for 0.
+    run([console("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", "2d", "-np", "1"],
+        dict(env, nnUNet_n_proc_DA="1"), log)
 
     results = {}
     for name, (trainer, plans) in TRAINERS.items():

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from mricore_nnunet import planning
@@ -308,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--save-probabilities", action="store_true", help="also write <case>.npz and <case>.pkl as nnU-Net does, for ensembling")
     predict.add_argument("--overwrite", action="store_true", help="predict cases again whose outputs exist (default: skip them)")
     predict.add_argument("--replace-nonfinite", action="store_true",
-                         help="accept images with NaN or Inf voxels, and predict temporary copies with them replaced by the image minimum")
+                         help="accept images with NaN or Inf voxels, and predict temporary copies with them set to 0, as in training")
     predict.set_defaults(run=_command_predict)
 
     overlay = commands.add_parser("overlay", help="write PNG overlays of segmentations on their scans, for a visual check")
@@ -450,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # timm 1.0.22 uses torch.jit.interface, which torch 2.14 flags on every import; it is not ours to fix.
+    warnings.filterwarnings("ignore", message=".*torch.jit.interface.*", category=FutureWarning)
     args = build_parser().parse_args(argv)
     # Our messages only: nnU-Net's libraries log file copies at INFO on the root logger.
     handler = logging.StreamHandler()

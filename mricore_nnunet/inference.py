@@ -306,7 +306,8 @@ def _replace_nonfinite_voxels(files: list[str], scratch: Path) -> list[str]:
         info = inspect_image(file)
         if info.nan_count or info.inf_count:
             copy = scratch / Path(file).name
-            validation.replace_nonfinite(file, copy)
+            # 0, as in training: SimpleITK 2.5 reads NaN and Inf in NIfTI files as 0 when nnU-Net preprocesses.
+            validation.replace_nonfinite(file, copy, value=0.0)
             repaired.append(str(copy))
         else:
             repaired.append(file)

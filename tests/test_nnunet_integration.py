@@ -157,7 +157,9 @@ def test_predict_keeps_input_geometry(trained):
 def test_trainer_runs_on_default_nnunet_plans(trained):
     """MRICoreTrainer adapts nnUNetPlans itself, and nnUNetv2_find_best_configuration compares it with nnU-Net's CNN."""
     env = dict(trained["env"], MRICORE_CHECKPOINT=str(trained["checkpoint"]))
-    run([console_script("nnUNetv2_plan_and_preprocess"), "-d", DATASET_ID, "-c", "2d", "-np", "1"], env)
+    # nnU-Net 2.8.1's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails for 0.
+    run([console_script("nnUNetv2_plan_and_preprocess"), "-d", DATASET_ID, "-c", "2d", "-np", "1"],
+        dict(env, nnUNet_n_proc_DA="1"))
     for fold in ("0", "1"):
         run([console_script("nnUNetv2_train"), DATASET_ID, "2d", fold, "-tr", "MRICoreTrainer", "-device", "cpu", "--npz"], env)
         run([console_script("nnUNetv2_train"), DATASET_ID, "2d", fold, "-tr", "nnUNetTrainer_test", "-device", "cpu", "--npz"], env)
