@@ -49,7 +49,7 @@ def console(name: str) -> str:
 
 
 def run(arguments: list[str], env: dict, log: Path) -> None:
-    with log.open("a") as handle:
+    with log.open("a", encoding="utf-8") as handle:
         handle.write(f"\n$ {' '.join(arguments)}\n")
         handle.flush()
         completed = subprocess.run(arguments, env=env, stdout=handle, stderr=subprocess.STDOUT)
@@ -58,7 +58,7 @@ def run(arguments: list[str], env: dict, log: Path) -> None:
 
 
 def foreground_dice(summary_file: Path) -> float:
-    return float(json.loads(summary_file.read_text())["foreground_mean"]["Dice"])
+    return float(json.loads(summary_file.read_text(encoding="utf-8"))["foreground_mean"]["Dice"])
 
 
 def run_one(setting: str, seed: int, dataset_id: int, args, env: dict, work: Path) -> dict:
@@ -105,7 +105,7 @@ def run_one(setting: str, seed: int, dataset_id: int, args, env: dict, work: Pat
 def write_report(results: dict, args, minutes: float) -> None:
     out = REPOSITORY / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
-    (out / "fewshot.json").write_text(json.dumps({"settings": vars(args), "results": results}, indent=2))
+    (out / "fewshot.json").write_text(json.dumps({"settings": vars(args), "results": results}, indent=2), encoding="utf-8")
 
     names = [n for n in TRAINERS if any(n in r for by_seed in results.values() for r in by_seed.values())]
     lines = ["| setting | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
@@ -140,7 +140,8 @@ def write_report(results: dict, args, minutes: float) -> None:
 
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU, Python {platform.python_version()}"
     (out / "fewshot.md").write_text(
-        f"Machine: {machine}. Total {minutes:.0f} minutes.\n\nSettings: {json.dumps(vars(args))}\n\n{table}\n"
+        f"Machine: {machine}. Total {minutes:.0f} minutes.\n\nSettings: {json.dumps(vars(args))}\n\n{table}\n",
+        encoding="utf-8",
     )
     print(table)
 

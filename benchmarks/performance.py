@@ -165,7 +165,7 @@ def figure_memory() -> dict:
         for size in (256, 512, 1024):
             completed = subprocess.run(
                 [sys.executable, __file__, "--memory-child", mode, str(size), str(int(checkpointing))],
-                capture_output=True, text=True, check=True,
+                capture_output=True, text=True, encoding="utf-8", errors="replace", check=True,
             )
             name = f"{mode}{'_checkpointed' if checkpointing else ''}_{size}px_peak_gib"
             results[name] = json.loads(completed.stdout.strip().splitlines()[-1])["peak_rss_gib"]
@@ -183,13 +183,13 @@ FIGURES = {
 
 def write_tables(results: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "performance.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / "performance.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     lines = ["| figure | measure | value |", "| --- | --- | --- |"]
     for figure, values in results["figures"].items():
         for name, value in values.items():
             lines.append(f"| {figure} | {name} | {value:.3g} |")
     machine = ", ".join(f"{k}: {v}" for k, v in results["machine"].items())
-    (RESULTS / "performance.md").write_text(f"Machine: {machine}\n\n" + "\n".join(lines) + "\n")
+    (RESULTS / "performance.md").write_text(f"Machine: {machine}\n\n" + "\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
 
@@ -211,7 +211,7 @@ def main() -> None:
     start = time.monotonic()
     for name in FIGURES:
         print(f"running {name} ...", flush=True)
-        completed = subprocess.run([sys.executable, __file__, "--figure", name], capture_output=True, text=True, check=True)
+        completed = subprocess.run([sys.executable, __file__, "--figure", name], capture_output=True, text=True, encoding="utf-8", errors="replace", check=True)
         results["figures"][name] = json.loads(completed.stdout.strip().splitlines()[-1])
     results["minutes"] = (time.monotonic() - start) / 60
     write_tables(results)

@@ -183,7 +183,7 @@ def _command_probe(args: argparse.Namespace) -> int:
         args.csv, args.output, checkpoint=args.checkpoint, preset=args.preset, img_size=args.input_size,
         level=args.level, folds=args.folds, device=args.device, batch_size=args.batch_size, seed=args.seed,
     )
-    print(result.report_markdown.read_text(), end="")
+    print(result.report_markdown.read_text(encoding="utf-8"), end="")
     print(f"Report: {result.report_json}, {result.report_markdown}, {result.confusion_png}; predictions: {result.predictions_csv}")
     return 0
 
@@ -468,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mricore_nnunet {args.command}: error: {error}", file=sys.stderr)
         return 1
+    finally:
+        # main() also runs in-process (tests, notebooks); a handler left behind would write to a closed stream.
+        package_logger.removeHandler(handler)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def run_nnunet_command(arguments: list[str], env: dict[str, str]) -> None:
 
 def dice_per_label(summary_file: Path) -> dict[str, float]:
     """Read the mean Dice per label from nnU-Net's evaluation summary."""
-    summary = json.loads(summary_file.read_text())
+    summary = json.loads(summary_file.read_text(encoding="utf-8"))
     return {label: values["Dice"] for label, values in summary["mean"].items()}
 
 
@@ -102,7 +102,7 @@ def run_demo(
          "-djfile", str(DEMO_DATASET / "dataset.json"), "-pfile", str(predictions / "plans.json"), "-o", str(summary)],
         env,
     )
-    names = {str(v): k for k, v in json.loads((DEMO_DATASET / "dataset.json").read_text())["labels"].items()}
+    names = {str(v): k for k, v in json.loads((DEMO_DATASET / "dataset.json").read_text(encoding="utf-8"))["labels"].items()}
     print("\nDice on the 8 held-out cases:")
     for label, dice in dice_per_label(summary).items():
         print(f"  label {label} ({names.get(label, '?')}): {dice:.3f}")

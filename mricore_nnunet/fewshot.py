@@ -361,7 +361,7 @@ def _write_dataset(raw_root: Path, output_dir: Path, overwrite: bool, case_files
             _copy_images(case, case_files[case][0], temporary / "imagesTs", file_ending)
             shutil.copyfile(case_files[case][1], temporary / "labelsTs" / f"{case}{file_ending}")
         for name, content in (("dataset.json", dataset_json), (SPLITS_FILE, splits), (DRAW_FILE, draw)):
-            (temporary / name).write_text(json.dumps(content, indent=2) + "\n")
+            (temporary / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
         if output_dir.exists() and overwrite:
             logger.info("Replacing the existing %s (--overwrite)", output_dir)
             shutil.rmtree(output_dir)

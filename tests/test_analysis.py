@@ -93,7 +93,7 @@ def test_probe_separates_checkerboards(tmp_path, pattern_csv):
     assert report["chance_accuracy"] == 0.5
     for path in (result.report_json, result.report_markdown, result.confusion_png, result.predictions_csv):
         assert path.is_file()
-    assert json.loads(result.report_json.read_text())["accuracy"] == report["accuracy"]
+    assert json.loads(result.report_json.read_text(encoding="utf-8"))["accuracy"] == report["accuracy"]
     assert (tmp_path / "probe" / "embeddings" / "case_00.npz").is_file()
 
 
@@ -208,7 +208,7 @@ def test_report_files_follow_umask(tmp_path):
     finally:
         os.umask(previous)
     assert path.stat().st_mode & 0o777 == 0o644
-    assert json.loads(path.read_text()) == {"a": 1}
+    assert json.loads(path.read_text(encoding="utf-8")) == {"a": 1}
     assert [child.name for child in tmp_path.iterdir()] == ["report.json"]
 
 
@@ -464,7 +464,7 @@ def test_cli_probe_hippocampus(tmp_path, capsys, hippocampus_subset):
     assert code == 0, err
     assert "balanced accuracy" in out
     assert "randomly initialised" in err
-    report = json.loads((tmp_path / "probe" / "probe_report.json").read_text())
+    report = json.loads((tmp_path / "probe" / "probe_report.json").read_text(encoding="utf-8"))
     assert report["level"] == "slice"
     assert report["files"] == 4
     assert report["img_size"] == 64
@@ -476,7 +476,7 @@ def test_cli_zeroshot_hippocampus(tmp_path, capsys, hippocampus_subset):
                         str(hippocampus_subset / "labelsTr"), "--clusters", "2", "8", "--input-size", "64",
                         "-o", str(tmp_path / "zeroshot"))
     assert code == 0, err
-    report = json.loads((tmp_path / "zeroshot" / "zeroshot_report.json").read_text())
+    report = json.loads((tmp_path / "zeroshot" / "zeroshot_report.json").read_text(encoding="utf-8"))
     assert [row["clusters"] for row in report["results"]] == [2, 8]
     assert set(report["results"][0]["dice_per_label"]) == {"Anterior", "Posterior"}
     assert "Anterior" in out
@@ -510,7 +510,7 @@ def test_cli_similarity_hippocampus(tmp_path, capsys, hippocampus_subset):
                         "--input-size", "64", "-o", str(tmp_path / "similarity"))
     assert code == 0, err
     assert "frechet" in out
-    report = json.loads((tmp_path / "similarity" / "similarity_report.json").read_text())
+    report = json.loads((tmp_path / "similarity" / "similarity_report.json").read_text(encoding="utf-8"))
     assert report["a"]["volumes"] == 2
     assert set(report["distances"]) == {"frechet", "mmd", "cosine"}
     assert report["distances"]["frechet"] > 0

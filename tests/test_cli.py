@@ -19,7 +19,7 @@ TRAINERS = Path(__file__).resolve().parents[1] / "trainers"
 
 
 def run_cli(*arguments: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, *arguments], capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run([CLI, *arguments], capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600, env=env)
 
 
 def test_env_prints_nnunet_variables():
@@ -65,7 +65,7 @@ def test_plan_reports_bad_dataset_without_traceback(tmp_path, bundled_dataset):
     case = sorted((bundled_dataset / "labelsTr").iterdir())[0].name[: -len(".nii.gz")]
     shutil.copy(bundled_dataset / "imagesTr" / f"{case}_0000.nii.gz", raw / "imagesTr" / f"{case}.nii.gz")
     shutil.copy(bundled_dataset / "labelsTr" / f"{case}.nii.gz", raw / "labelsTr")
-    dataset_json = json.loads((bundled_dataset / "dataset.json").read_text())
+    dataset_json = json.loads((bundled_dataset / "dataset.json").read_text(encoding="utf-8"))
     dataset_json["numTraining"] = 1
     (raw / "dataset.json").write_text(json.dumps(dataset_json))
     env = {**os.environ, "nnUNet_raw": str(tmp_path / "nnUNet_raw"),

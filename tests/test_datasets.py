@@ -84,7 +84,7 @@ def check_dataset(dataset_dir: Path, cases: set[str], labels: dict[str, int]) ->
         assert label.GetDirection() == image.GetDirection()
         assert label.GetPixelID() == sitk.sitkUInt8
 
-    content = json.loads((dataset_dir / "dataset.json").read_text())
+    content = json.loads((dataset_dir / "dataset.json").read_text(encoding="utf-8"))
     assert content["labels"] == labels
     assert content["numTraining"] == len(cases)
     assert content["file_ending"] == ".nii.gz"
@@ -378,7 +378,7 @@ def test_existing_output_not_overwritten(tmp_path):
 
     with pytest.raises(FileExistsError, match="already exists"):
         piano.convert_piano(release, tmp_path / "raw")
-    assert marker.read_text() == "kept"
+    assert marker.read_text(encoding="utf-8") == "kept"
 
     second = piano.convert_piano(release, tmp_path / "raw", overwrite=True)
     assert second == first
@@ -507,7 +507,7 @@ def test_datasets_json_match_converters():
 
 
 def test_datasets_readme_lists_tasks():
-    readme = (DATASETS_JSON / "README.md").read_text()
+    readme = (DATASETS_JSON / "README.md").read_text(encoding="utf-8")
     rows = re.findall(r"^\| (\w+) \|", readme, flags=re.MULTILINE)
     assert set(rows) - {"task"} == set(PAPER_TASKS)
     for entry in TASKS.values():

@@ -13,7 +13,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def readme_commands() -> list[str]:
-    text = (REPOSITORY / "README.md").read_text()
+    text = (REPOSITORY / "README.md").read_text(encoding="utf-8")
     return re.findall(r"```\n(python3 -m venv .*)\n```", text)
 
 
@@ -25,7 +25,7 @@ def test_readme_has_two_fresh_machine_commands():
 
 
 def test_ci_runs_the_readme_test_command():
-    ci_script = (REPOSITORY / ".ci" / "run").read_text()
+    ci_script = (REPOSITORY / ".ci" / "run").read_text(encoding="utf-8")
     assert readme_commands()[1] in ci_script
 
 
@@ -35,7 +35,7 @@ def test_demo_trains_predicts_and_scores(tmp_path, bundled_dataset):
     completed = subprocess.run(
         [str(Path(sys.executable).with_name("mricore_nnunet")), "demo", "--work-dir", str(work_dir), "--epochs", "1",
          "--iterations-per-epoch", "3", "--batch-size", "4", "--input-size", "64"],
-        capture_output=True, text=True, timeout=1200,
+        capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=1200,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     for stage in ("[1/4]", "[2/4]", "[3/4]", "[4/4]"):

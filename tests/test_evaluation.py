@@ -176,7 +176,7 @@ def test_evaluate_folder_summary(folders, tmp_path):
     assert summary["per_label"]["2"]["dice"]["mean"] == 1.0
     assert summary["foreground_mean"]["dice"] == pytest.approx(((dice_a + 1.0) / 2 + 1.0) / 2)
 
-    written = json.loads(output.read_text())
+    written = json.loads(output.read_text(encoding="utf-8"))
     assert written["per_label"] == summary["per_label"]
     assert written["settings"]["nsd_tolerance_mm"] == 2.0
     assert not [p for p in output.parent.iterdir() if p.name.startswith(".")]
@@ -238,7 +238,7 @@ def test_evaluate_cli(folders, tmp_path, capsys):
     code = cli.main(["evaluate", "-ref", str(reference_dir), "-pred", str(prediction_dir), "-l", "1",
                      "--nsd-tolerance", "3", "--foreground-slices-only", "-o", str(output)])
     assert code == 0
-    written = json.loads(output.read_text())
+    written = json.loads(output.read_text(encoding="utf-8"))
     assert written["settings"]["foreground_slices_only"] is True
     # At 3 mm the z-shifted cube is within tolerance everywhere.
     assert written["per_label"]["1"]["nsd"]["mean"] == 1.0

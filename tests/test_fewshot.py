@@ -100,12 +100,12 @@ def test_fewshot_test_set_has_full_labels(derived, raw_dir):
 
 
 def test_fewshot_splits_final(derived):
-    splits = json.loads((derived.dataset_dir / "splits_final.json").read_text())
+    splits = json.loads((derived.dataset_dir / "splits_final.json").read_text(encoding="utf-8"))
     assert splits == [{"train": sorted(derived.training_cases), "val": sorted(derived.validation_cases)}]
 
 
 def test_fewshot_dataset_json_ignore_label(derived):
-    dataset_json = json.loads((derived.dataset_dir / "dataset.json").read_text())
+    dataset_json = json.loads((derived.dataset_dir / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["labels"] == {"background": 0, "Anterior": 1, "Posterior": 2, "ignore": IGNORE}
     assert max(dataset_json["labels"].values()) == dataset_json["labels"]["ignore"]
     assert dataset_json["numTraining"] == K + V
@@ -114,7 +114,7 @@ def test_fewshot_dataset_json_ignore_label(derived):
 
 
 def test_fewshot_draw_record(derived, raw_dir):
-    draw = json.loads((derived.dataset_dir / "fewshot_draw.json").read_text())
+    draw = json.loads((derived.dataset_dir / "fewshot_draw.json").read_text(encoding="utf-8"))
     assert draw["seed"] == 0
     assert (draw["num_volumes"], draw["slices_per_volume"], draw["num_validation_volumes"]) == (K, M, V)
     assert draw["slice_axis"] == 0
@@ -148,7 +148,7 @@ def test_fewshot_rejects_existing_folder(derived, raw_dir):
     marker.write_text("kept")
     with pytest.raises(ValidationError, match="--overwrite"):
         create_fewshot_dataset(4, K, seed=0, slices_per_volume=M, num_validation_volumes=V, raw_dir=raw_dir)
-    assert marker.read_text() == "kept"
+    assert marker.read_text(encoding="utf-8") == "kept"
 
 
 def test_fewshot_overwrite_replaces_folder(raw_dir):
@@ -201,7 +201,7 @@ def test_fewshot_cli(raw_dir, monkeypatch, capsys):
                      "--output-id", "606", "--slice-axis", "1"])
     assert code == 0
     folder = raw_dir / "Dataset606_HippocampusK2M2S7"
-    draw = json.loads((folder / "fewshot_draw.json").read_text())
+    draw = json.loads((folder / "fewshot_draw.json").read_text(encoding="utf-8"))
     assert draw["slice_axis"] == 1
     assert draw["num_validation_volumes"] == 2
     for case, chosen in draw["annotated_slices"].items():
@@ -224,7 +224,7 @@ def test_fewshot_full_labels_mode(raw_dir):
     assert result.dataset_name == "Dataset520_HippocampusK2MallS5"
     assert result.ignore_label is None
 
-    dataset_json = json.loads((result.dataset_dir / "dataset.json").read_text())
+    dataset_json = json.loads((result.dataset_dir / "dataset.json").read_text(encoding="utf-8"))
     assert "ignore" not in dataset_json["labels"]
     for case in result.training_cases + result.validation_cases:
         derived_label = (result.dataset_dir / "labelsTr" / f"{case}.nii.gz").read_bytes()

@@ -23,7 +23,7 @@ def test_training_batches_come_from_annotated_slices(tmp_path, bundled_dataset, 
            "nnUNet_results": str(tmp_path / "res"), "nnUNet_extTrainer": str(plugin_dir("trainers"))}
     plan = subprocess.run([str(Path(sys.executable).with_name("mricore_nnunet")), "plan", "-d", result.dataset_name,
                            "--preset", "tiny", "--input-size", "64", "--batch-size", "8", "--random-init"],
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
     assert plan.returncode == 0, plan.stderr[-3000:]
 
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):

@@ -37,7 +37,7 @@ FILE_ENDING = ".nii.gz"
 
 
 def run(arguments: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    completed = subprocess.run(arguments, env=env, capture_output=True, text=True, timeout=900)
+    completed = subprocess.run(arguments, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=900)
     if completed.returncode != 0:
         raise AssertionError(
             f"{' '.join(arguments)} exited with {completed.returncode}\n--- stdout ---\n{completed.stdout[-4000:]}"
@@ -74,7 +74,7 @@ def workspace(tmp_path_factory, bundled_dataset):
     for case in cases:
         shutil.copy(bundled_dataset / "imagesTr" / f"{case}_0000{FILE_ENDING}", raw / "imagesTr")
         shutil.copy(bundled_dataset / "labelsTr" / f"{case}{FILE_ENDING}", raw / "labelsTr")
-    dataset_json = json.loads((bundled_dataset / "dataset.json").read_text())
+    dataset_json = json.loads((bundled_dataset / "dataset.json").read_text(encoding="utf-8"))
     dataset_json["numTraining"] = NUM_TRAINING_CASES
     (raw / "dataset.json").write_text(json.dumps(dataset_json))
 

@@ -7,7 +7,9 @@ Everything runs in subprocesses exactly as a user would type it, on the CPU.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,7 +45,7 @@ class nnUNetTrainer_test(nnUNetTrainer):
 
 
 def run(arguments: list[str], env: dict[str, str], expect_success: bool = True) -> subprocess.CompletedProcess:
-    completed = subprocess.run(arguments, env=env, capture_output=True, text=True, timeout=900)
+    completed = subprocess.run(arguments, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=900)
     if expect_success and completed.returncode != 0:
         raise AssertionError(
             f"{' '.join(arguments)} exited with {completed.returncode}\n--- stdout ---\n{completed.stdout[-4000:]}"
@@ -67,7 +69,7 @@ def workspace(tmp_path_factory, bundled_dataset):
     for case in cases:
         shutil.copy(bundled_dataset / "imagesTr" / f"{case}_0000.nii.gz", raw / "imagesTr")
         shutil.copy(bundled_dataset / "labelsTr" / f"{case}.nii.gz", raw / "labelsTr")
-    dataset_json = json.loads((bundled_dataset / "dataset.json").read_text())
+    dataset_json = json.loads((bundled_dataset / "dataset.json").read_text(encoding="utf-8"))
     dataset_json["numTraining"] = NUM_TRAINING_CASES
     (raw / "dataset.json").write_text(json.dumps(dataset_json))
 
@@ -114,7 +116,7 @@ def model_folder(workspace, trainer: str, plans: str) -> Path:
 
 
 def test_plans_describe_vit_configuration(trained):
-    plans = json.loads((trained["root"] / "nnUNet_preprocessed" / DATASET_NAME / "MRICorePlans.json").read_text())
+    plans = json.loads((trained["root"] / "nnUNet_preprocessed" / DATASET_NAME / "MRICorePlans.json").read_text(encoding="utf-8"))
     configuration = plans["configurations"]["2d"]
 
     assert configuration["patch_size"] == [INPUT_SIZE, INPUT_SIZE]
@@ -132,8 +134,12 @@ def test_training_writes_final_checkpoints(trained):
     for fold in (0, 1):
         assert (folder / f"fold_{fold}" / "checkpoint_final.pth").is_file()
         assert (folder / f"fold_{fold}" / "validation" / "summary.json").is_file()
-    log = next((folder / "fold_0").glob("training_log_*.txt")).read_text()
+    log = next((folder / "fold_0").glob("training_log_*.txt")).read_text(encoding="utf-8")
     assert "Encoder initialised from" in log
+    # Hippocampus slices are smaller than the 64 px patch, so nnU-Net pads them; the loss stays finite.
+    losses = [float(value) for value in re.findall(r"train_loss (\S+)", log)]
+    assert losses
+    assert all(math.isfinite(loss) for loss in losses)
 
 
 def test_predict_keeps_input_geometry(trained):
@@ -164,14 +170,14 @@ def test_trainer_runs_on_default_nnunet_plans(trained):
         run([console_script("nnUNetv2_train"), DATASET_ID, "2d", fold, "-tr", "MRICoreTrainer", "-device", "cpu", "--npz"], env)
         run([console_script("nnUNetv2_train"), DATASET_ID, "2d", fold, "-tr", "nnUNetTrainer_test", "-device", "cpu", "--npz"], env)
 
-    saved_plans = json.loads((model_folder(trained, "MRICoreTrainer", "nnUNetPlans") / "plans.json").read_text())
+    saved_plans = json.loads((model_folder(trained, "MRICoreTrainer", "nnUNetPlans") / "plans.json").read_text(encoding="utf-8"))
     patch_size = saved_plans["configurations"]["2d"]["patch_size"]
     assert all(side % 16 == 0 for side in patch_size)
     assert saved_plans["configurations"]["2d"]["architecture"]["arch_kwargs"]["preset"] == "tiny"
 
     run([console_script("nnUNetv2_find_best_configuration"), DATASET_ID, "-c", "2d", "-tr", "MRICoreTrainer",
          "nnUNetTrainer_test", "-p", "nnUNetPlans", "-f", "0", "1", "-np", "1"], env)
-    inference = json.loads((trained["root"] / "nnUNet_results" / DATASET_NAME / "inference_information.json").read_text())
+    inference = json.loads((trained["root"] / "nnUNet_results" / DATASET_NAME / "inference_information.json").read_text(encoding="utf-8"))
     compared = set(inference["all_results"])
     assert {"MRICoreTrainer__nnUNetPlans__2d", "nnUNetTrainer_test__nnUNetPlans__2d"} <= compared
 

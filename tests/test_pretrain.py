@@ -14,8 +14,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from mricore_nnunet import cli
+from mricore_nnunet import cli, training
 from mricore_nnunet.checkpoints import build_encoder_from_checkpoint, read_checkpoint
+from mricore_nnunet.network import MRICoreSegmentationNetwork
+from mricore_nnunet.plan import pretrain_info_for
 from mricore_nnunet.ssl import NonFiniteLossError, PretrainConfig, SliceIndex, pretrain, trainer
 from mricore_nnunet.ssl.augment import MultiCrop
 from mricore_nnunet.ssl.batches import IterationBatchSampler, MultiCropDataset, collate_crops
@@ -224,7 +226,7 @@ def test_short_run_learns_and_exports(bundled_dataset, tmp_path):
     assert all(np.isfinite(entry["loss"]) for entry in result.history)
     assert result.history[-1]["feature_std"] > 1e-3
 
-    manifest = json.loads(result.manifest_path.read_text())
+    manifest = json.loads(result.manifest_path.read_text(encoding="utf-8"))
     assert manifest["slices_used"] > 0
     bundled_files = list((bundled_dataset / "imagesTr").glob("*.nii.gz")) + list((bundled_dataset / "imagesTs").glob("*.nii.gz"))
     assert len(manifest["files"]) == len(bundled_files)
@@ -235,6 +237,17 @@ def test_short_run_learns_and_exports(bundled_dataset, tmp_path):
     assert metadata["pretraining"]["iterations"] == 30
     assert metadata["pretraining"]["data_manifest_sha256"] == manifest["sha256"]
     assert cli.main(["inspect-checkpoint", str(result.teacher_path)]) == 0
+
+    # The planner and the trainers take the teacher without options: the plans record it, and the
+    # segmentation network's encoder receives exactly its weights.
+    info = pretrain_info_for(result.teacher_path, None, 64, random_init=False)
+    assert info["preset"] == "tiny"
+    assert info["layout"] == "mricore_nnunet"
+    network = MRICoreSegmentationNetwork(1, 3, preset=info["preset"], img_size=64, normalization=info["normalization"])
+    training.load_pretrained_encoder(network, str(result.teacher_path), info["sha256"])
+    teacher = torch.load(result.teacher_path, map_location="cpu", weights_only=True)["state_dict"]
+    for key, tensor in teacher.items():
+        assert torch.equal(network.encoder.state_dict()[key], tensor), key
 
 
 def _teacher_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -279,7 +292,7 @@ def test_stop_after_then_same_command_continues(bundled_dataset, tmp_path, capsy
     assert "Rerun the same command" in capsys.readouterr().out
     assert cli.main(command) == 0
     assert "Teacher encoder written" in capsys.readouterr().out
-    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     assert [json.loads(line)["iteration"] for line in lines] == [1, 2, 3, 4]
 
 
@@ -306,7 +319,7 @@ def test_two_process_gloo_run(bundled_dataset, tmp_path):
         "--log-every", "1",
     ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    completed = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=240)
+    completed = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=240)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "gloo process group" in completed.stderr
     assert "iteration 3/3" in completed.stderr

@@ -48,20 +48,20 @@ def test_msd_task_converts_and_plans(tmp_path, bundled_dataset):
     # Planning the MSD folder as it is names the conversion to run.
     shutil.copytree(task, tmp_path / "raw" / "Dataset104_Hippocampus")
     rejected = subprocess.run([console("mricore_nnunet"), "plan", "-d", "104", "--preset", "tiny"],
-                              env=env, capture_output=True, text=True, timeout=600)
+                              env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
     assert rejected.returncode == 1
     assert "nnUNetv2_convert_MSD_dataset" in rejected.stderr
 
     converted = subprocess.run([console("nnUNetv2_convert_MSD_dataset"), "-i", str(task), "-overwrite_id", "4",
-                                "-np", "1"], env=env, capture_output=True, text=True, timeout=600)
+                                "-np", "1"], env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
     assert converted.returncode == 0, converted.stderr[-2000:]
     assert (tmp_path / "raw" / "Dataset004_Hippocampus" / "imagesTr" / "hippocampus_001_0000.nii.gz").is_file()
 
     planned = subprocess.run([console("mricore_nnunet"), "plan", "-d", "4", "--preset", "tiny", "--input-size", "64",
-                              "--random-init", "--batch-size", "2"], env=env, capture_output=True, text=True,
+                              "--random-init", "--batch-size", "2"], env=env, capture_output=True, text=True, encoding="utf-8", errors="replace",
                              timeout=600)
     assert planned.returncode == 0, planned.stderr[-2000:]
     assert "Train with: nnUNetv2_train 4 2d FOLD -tr MRICoreTrainer -p MRICorePlans" in planned.stdout
-    plans = json.loads((tmp_path / "pre" / "Dataset004_Hippocampus" / "MRICorePlans.json").read_text())
+    plans = json.loads((tmp_path / "pre" / "Dataset004_Hippocampus" / "MRICorePlans.json").read_text(encoding="utf-8"))
     assert plans["configurations"]["2d"]["patch_size"] == [64, 64]
     assert plans["pretrain_info"]["init"] == "random"

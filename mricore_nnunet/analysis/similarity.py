@@ -133,7 +133,7 @@ def read_image_set(source: str | os.PathLike) -> list[Path]:
         raise ValueError(f"{source} is neither a folder nor a manifest .json file. Pass a folder of NIfTI volumes or a manifest JSON.")
 
     try:
-        entries = json.loads(source.read_text())["files"]
+        entries = json.loads(source.read_text(encoding="utf-8"))["files"]
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"Cannot read a 'files' list from manifest {source}: {error!r}. Expected JSON like {{\"files\": [\"a.nii.gz\", ...]}}.") from None
     files, missing = [], []

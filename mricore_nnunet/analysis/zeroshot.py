@@ -327,7 +327,7 @@ def _label_names(labels: Path, values: Sequence[int]) -> dict[int, str]:
     dataset_json = labels.parent / "dataset.json"
     if dataset_json.is_file():
         try:
-            declared = json.loads(dataset_json.read_text())["labels"]
+            declared = json.loads(dataset_json.read_text(encoding="utf-8"))["labels"]
         except (ValueError, KeyError) as error:
             logger.warning("Ignoring label names in %s: %s", dataset_json, error)
             return names

@@ -378,7 +378,7 @@ class _Run:
         return path
 
     def _append_metrics(self, values: dict[str, float]) -> None:
-        with (self.out_dir / METRICS_NAME).open("a") as file:
+        with (self.out_dir / METRICS_NAME).open("a", encoding="utf-8") as file:
             file.write(json.dumps(values) + "\n")
 
     def _trim_metrics(self) -> None:
@@ -386,6 +386,6 @@ class _Run:
         path = self.out_dir / METRICS_NAME
         if not self.context.is_main or not path.exists():
             return
-        saved_lines = [line for line in path.read_text().splitlines()
+        saved_lines = [line for line in path.read_text(encoding="utf-8").splitlines()
                        if line.strip() and json.loads(line).get("iteration", 0) <= self.start_iteration]
-        path.write_text("".join(line + "\n" for line in saved_lines))
+        path.write_text("".join(line + "\n" for line in saved_lines), encoding="utf-8")

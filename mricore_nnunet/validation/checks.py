@@ -296,14 +296,14 @@ def check_fold_count(preprocessed_dataset_dir: str | os.PathLike, fold: int, num
     splits_file = root / "splits_final.json"
     title = f"Fold {fold} cannot be trained for {root.name}"
     if splits_file.is_file():
-        splits = json.loads(splits_file.read_text())
+        splits = json.loads(splits_file.read_text(encoding="utf-8"))
         if not 0 <= int(fold) < len(splits):
             raise ValidationError([Problem(
                 str(splits_file), f"{len(splits)} split(s)", f"a split for fold {fold}",
                 f"Use a fold from 0 to {len(splits) - 1}, fold 'all', or add splits to {splits_file}.")], title)
         return
 
-    dataset_json = json.loads((root / "dataset.json").read_text())
+    dataset_json = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     problems = _fold_problems(num_folds, int(dataset_json["numTraining"]), root)
     if problems:
         raise ValidationError(problems, title)
