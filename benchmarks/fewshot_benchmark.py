@@ -105,7 +105,8 @@ def run_one(setting: str, seed: int, dataset_id: int, args, env: dict, work: Pat
 def write_report(results: dict, args, minutes: float) -> None:
     out = REPOSITORY / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
-    (out / "fewshot.json").write_text(json.dumps({"settings": vars(args), "results": results}, indent=2), encoding="utf-8")
+    settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+    (out / "fewshot.json").write_text(json.dumps({"settings": settings, "results": results}, indent=2), encoding="utf-8")
 
     names = [n for n in TRAINERS if any(n in r for by_seed in results.values() for r in by_seed.values())]
     lines = ["| setting | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
@@ -140,7 +141,7 @@ def write_report(results: dict, args, minutes: float) -> None:
 
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU, Python {platform.python_version()}"
     (out / "fewshot.md").write_text(
-        f"Machine: {machine}. Total {minutes:.0f} minutes.\n\nSettings: {json.dumps(vars(args))}\n\n{table}\n",
+        f"Machine: {machine}. Total {minutes:.0f} minutes.\n\nSettings: {json.dumps(settings)}\n\n{table}\n",
         encoding="utf-8",
     )
     print(table)
