@@ -2,10 +2,11 @@
 
     python benchmarks/fewshot_benchmark.py --checkpoint PRETRAINED.pth [--budget 60] [--seeds 0 1]
 
-For each setting (K fully labelled volumes, or the MRI-CORE paper's (arXiv 2506.12186) protocol of 5 volumes
-with 1 labelled slice each) and seed, `mricore_nnunet fewshot` derives a dataset from the bundled hippocampus data,
-every trainer trains fold 0 for the same CPU-time budget (benchmarks/trainers/budget_trainers.py),
-predicts the same held-out test volumes, and nnU-Net's evaluation gives the foreground Dice.
+A setting is K fully labelled volumes, or the protocol of the MRI-CORE paper (arXiv 2506.12186):
+5 volumes with 1 labelled slice each. For each setting and seed, `mricore_nnunet fewshot` derives a
+dataset from the bundled hippocampus data. Every trainer then trains fold 0 for the same CPU-time
+budget (benchmarks/trainers/budget_trainers.py) and predicts the same held-out test volumes, and
+nnU-Net's evaluation gives the foreground Dice.
 Results: benchmarks/results/fewshot.json and fewshot.md, and docs/images/fewshot_benchmark.png.
 """
 

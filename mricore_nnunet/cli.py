@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed = commands.add_parser("embed", help="write per-slice and per-volume encoder embeddings (.npz) for NIfTI files")
     embed.add_argument("-i", "--input", nargs="+", required=True, help="NIfTI files or folders of them")
     embed.add_argument("-o", "--output", required=True, help="output folder for <case>.npz files")
-    embed.add_argument("--checkpoint", help="encoder checkpoint; without one the encoder is random (a warning says so)")
+    embed.add_argument("--checkpoint", help="encoder checkpoint; without one the encoder is random and a warning is logged")
     embed.add_argument("--preset", default="tiny", help="encoder preset when no checkpoint is given (default tiny)")
     embed.add_argument("--input-size", type=int, help="slice size in pixels fed to the encoder (default: the checkpoint's, else 256)")
     embed.add_argument("--device", default="cpu", help="cpu, cuda or mps (default cpu)")

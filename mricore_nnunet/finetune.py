@@ -78,9 +78,12 @@ def apply_finetune_mode(
 ) -> None:
     """Change `encoder` (an `MRICoreEncoder`) in place for a fine-tuning mode and freeze what it keeps fixed.
 
-    "full" trains everything; "frozen" trains nothing of the encoder; "adapter" trains adapters after
-    `adapter_blocks` and the neck; "lora" trains low-rank updates of every attention qkv projection and
-    the neck. Call this before loading trained weights of an adapted network, since it adds parameters.
+    - "full" trains everything.
+    - "frozen" trains nothing of the encoder.
+    - "adapter" trains adapters after `adapter_blocks`, and the neck.
+    - "lora" trains low-rank updates of every attention qkv projection, and the neck.
+
+    Call this before loading trained weights of an adapted network, since it adds parameters.
     """
     if mode not in FINETUNE_MODES:
         raise ValueError(f"Unknown fine-tuning mode {mode!r}; choose one of {FINETUNE_MODES}.")
@@ -119,8 +122,8 @@ def _plain_name(name: str) -> str:
 def load_plain_encoder_state(encoder: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Copy a plain encoder's state dict into `encoder`, which may carry adapters or LoRA layers.
 
-    Every tensor of `state` must land somewhere and every pretrained tensor of `encoder` must be
-    filled; the added adapter and LoRA parameters keep their identity initialisation.
+    Every tensor of `state` must have a place in `encoder`, and every pretrained tensor of `encoder`
+    must be filled. The added adapter and LoRA parameters keep their identity initialisation.
     """
     targets = {}
     for name, tensor in encoder.state_dict().items():

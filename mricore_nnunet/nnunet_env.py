@@ -13,7 +13,7 @@ def plugin_dir(name: str) -> Path:
     """Return the folder of our nnU-Net plug-ins, `trainers` or `planners`.
 
     NOTE: the plug-ins live beside the package in the source tree, so this needs an editable install
-    (`pip install -e .`) or a source checkout on the path; a wheel install does not ship them.
+    (`pip install -e .`) or a source checkout on the path. A wheel install does not ship them.
     """
     folder = REPOSITORY_ROOT / name
     if not folder.is_dir():
@@ -44,8 +44,8 @@ def configure_trainer_search_path() -> str:
 def configure_environment(base: str | os.PathLike | None = None) -> dict[str, str]:
     """Set nnU-Net's variables for this process and return them.
 
-    Folders already set are kept. With `base`, unset ones become `base/nnUNet_raw` and so on;
-    without it, an unset one is an error that says which line to add.
+    Folders already set are kept. With `base`, unset ones become `base/nnUNet_raw` and so on. Without
+    it, an unset one raises an error that names the line to add.
     """
     values = {}
     for name in NNUNET_PATH_VARIABLES:

@@ -92,7 +92,7 @@ def choose_batch_size_and_input_size(
     """Pick the largest batch that fits `memory_gib`, shrinking the input size when even the minimum does not fit.
 
     Returns (batch_size, input_size). The batch is capped at `max_batch_size` (nnU-Net caps it so one
-    step sees at most 5% of the dataset) and never below `min_batch_size`.
+    step covers at most 5% of the dataset) and never below `min_batch_size`.
     """
     check_input_size(input_size, input_size)
 

@@ -174,8 +174,8 @@ def parameter_groups(network: nn.Module, lr: float, weight_decay: float, layer_d
 class WarmupPolyLR:
     """Decoder-only warm-up, then nnU-Net's polynomial decay for every group.
 
-    During the first `warmup_epochs` the encoder groups have rate 0 and the decoder's rises linearly;
-    afterwards every group decays as (1 - epoch / num_epochs) ** 0.9 times its own base rate.
+    During the first `warmup_epochs` the encoder groups have rate 0 and the decoder's rises linearly.
+    Afterwards every group decays as (1 - epoch / num_epochs) ** 0.9 times its own base rate.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, initial_lr: float, num_epochs: int, warmup_epochs: int):

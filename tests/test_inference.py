@@ -7,8 +7,6 @@ inputs are reported before any model loads.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,9 +19,6 @@ import SimpleITK as sitk
 import torch
 
 from mricore_nnunet import cli, inference
-from mricore_nnunet.checkpoints import save_encoder_checkpoint
-from mricore_nnunet.encoder import MRICoreEncoder
-from mricore_nnunet.nnunet_env import plugin_dir
 from mricore_nnunet.validation import ValidationError
 
 # Five cases are the minimum for nnU-Net's 5-fold split, of which fold 0 is trained.
@@ -64,44 +59,9 @@ def assert_same_segmentation(expected: Path, actual: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, bundled_dataset):
+def workspace(tmp_path_factory, nnunet_workspace):
     """Raw data of 5 training cases, 2 test images, a tiny encoder checkpoint and nnU-Net's environment."""
-    root = tmp_path_factory.mktemp("inference")
-    raw = root / "nnUNet_raw" / DATASET_NAME
-    (raw / "imagesTr").mkdir(parents=True)
-    (raw / "labelsTr").mkdir()
-    cases = sorted(case_id(p) for p in (bundled_dataset / "imagesTr").iterdir())[:NUM_TRAINING_CASES]
-    for case in cases:
-        shutil.copy(bundled_dataset / "imagesTr" / f"{case}_0000{FILE_ENDING}", raw / "imagesTr")
-        shutil.copy(bundled_dataset / "labelsTr" / f"{case}{FILE_ENDING}", raw / "labelsTr")
-    dataset_json = json.loads((bundled_dataset / "dataset.json").read_text(encoding="utf-8"))
-    dataset_json["numTraining"] = NUM_TRAINING_CASES
-    (raw / "dataset.json").write_text(json.dumps(dataset_json))
-
-    test_images = root / "test_images"
-    test_images.mkdir()
-    for image in sorted((bundled_dataset / "imagesTs").iterdir())[:NUM_TEST_CASES]:
-        shutil.copy(image, test_images)
-
-    torch.manual_seed(0)
-    checkpoint = save_encoder_checkpoint(MRICoreEncoder("tiny", INPUT_SIZE, 1), root / "tiny_encoder.pth")
-
-    env = dict(os.environ)
-    env.update({
-        "nnUNet_raw": str(root / "nnUNet_raw"),
-        "nnUNet_preprocessed": str(root / "nnUNet_preprocessed"),
-        "nnUNet_results": str(root / "nnUNet_results"),
-        "nnUNet_extTrainer": str(plugin_dir("trainers")),
-        "MRICORE_NUM_EPOCHS": "1",
-        "MRICORE_ITERATIONS_PER_EPOCH": "2",
-        "MRICORE_VAL_ITERATIONS_PER_EPOCH": "1",
-        # nnUNetv2_train's final validation runs torch on every core. On a busy 2-core machine, OpenMP
-        # threads that spin while waiting made it 3 to 4 times slower (about 80 s instead of 23 s for one
-        # case). Passive waiting changes only the scheduling, not the results.
-        "OMP_WAIT_POLICY": "PASSIVE",
-    })
-    env.pop("MRICORE_CHECKPOINT", None)
-    return {"root": root, "env": env, "checkpoint": checkpoint, "test_images": test_images}
+    return nnunet_workspace(tmp_path_factory.mktemp("inference"), NUM_TRAINING_CASES, NUM_TEST_CASES, INPUT_SIZE)
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +20,6 @@ import torch
 
 from mricore_nnunet.checkpoints import save_encoder_checkpoint
 from mricore_nnunet.encoder import MRICoreEncoder
-from mricore_nnunet.nnunet_env import plugin_dir
 
 NUM_TRAINING_CASES = 10
 NUM_TEST_CASES = 2
@@ -59,44 +56,13 @@ def console_script(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, bundled_dataset):
+def workspace(tmp_path_factory, nnunet_workspace):
     """Raw data (10 training cases, 2 test cases), a tiny encoder checkpoint and nnU-Net's environment."""
     root = tmp_path_factory.mktemp("nnunet")
-    raw = root / "nnUNet_raw" / DATASET_NAME
-    (raw / "imagesTr").mkdir(parents=True)
-    (raw / "labelsTr").mkdir()
-    cases = sorted(p.name[: -len("_0000.nii.gz")] for p in (bundled_dataset / "imagesTr").iterdir())[:NUM_TRAINING_CASES]
-    for case in cases:
-        shutil.copy(bundled_dataset / "imagesTr" / f"{case}_0000.nii.gz", raw / "imagesTr")
-        shutil.copy(bundled_dataset / "labelsTr" / f"{case}.nii.gz", raw / "labelsTr")
-    dataset_json = json.loads((bundled_dataset / "dataset.json").read_text(encoding="utf-8"))
-    dataset_json["numTraining"] = NUM_TRAINING_CASES
-    (raw / "dataset.json").write_text(json.dumps(dataset_json))
-
-    test_images = root / "test_images"
-    test_images.mkdir()
-    for image in sorted((bundled_dataset / "imagesTs").iterdir())[:NUM_TEST_CASES]:
-        shutil.copy(image, test_images)
-
-    torch.manual_seed(0)
-    checkpoint = save_encoder_checkpoint(MRICoreEncoder("tiny", INPUT_SIZE, 1), root / "tiny_encoder.pth")
-
     extra_trainers = root / "extra_trainers"
     extra_trainers.mkdir()
-    (extra_trainers / "nnUNetTrainer_test.py").write_text(BASELINE_TRAINER_SOURCE)
-
-    env = dict(os.environ)
-    env.update({
-        "nnUNet_raw": str(root / "nnUNet_raw"),
-        "nnUNet_preprocessed": str(root / "nnUNet_preprocessed"),
-        "nnUNet_results": str(root / "nnUNet_results"),
-        "nnUNet_extTrainer": os.pathsep.join([str(plugin_dir("trainers")), str(extra_trainers)]),
-        "MRICORE_NUM_EPOCHS": "1",
-        "MRICORE_ITERATIONS_PER_EPOCH": "2",
-        "MRICORE_VAL_ITERATIONS_PER_EPOCH": "1",
-    })
-    env.pop("MRICORE_CHECKPOINT", None)
-    return {"root": root, "raw": raw, "env": env, "checkpoint": checkpoint, "test_images": test_images}
+    (extra_trainers / "nnUNetTrainer_test.py").write_text(BASELINE_TRAINER_SOURCE, encoding="utf-8")
+    return nnunet_workspace(root, NUM_TRAINING_CASES, NUM_TEST_CASES, INPUT_SIZE, (extra_trainers,))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ into Training, Leaderboard and Test folders. This converter assumes the two part
 Label values in the NRRD files: 1 = central gland, 2 = peripheral zone. Both become label 1
 (prostate). Images without a label are skipped, because TCIA downloads may hold extra patients.
 
-NOTE: this layout is an assumption, not the literal release tree; the DICOM branch has not been run
+NOTE: this layout is an assumption, not the literal release tree. The DICOM branch has not been run
 on the real series, so check a few converted cases in a viewer.
 """
 

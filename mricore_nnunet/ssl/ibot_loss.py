@@ -11,7 +11,7 @@ from .dino_loss import DINOLoss
 class IBOTPatchLoss(DINOLoss):
     """Cross-entropy between teacher and student patch outputs at the positions hidden from the student.
 
-    The teacher sees the unmasked crop and the student the masked one. Each masked image weighs the
+    The teacher receives the unmasked crop and the student the masked one. Each masked image weighs the
     same, whatever its number of masked patches, as in DINOv2. The centre is separate from the
     image-level DINO centre because patch and image outputs have different statistics.
     """
@@ -21,9 +21,11 @@ class IBOTPatchLoss(DINOLoss):
     ) -> torch.Tensor:
         """Return the loss.
 
-        student_logits: M x K for the M masked patches of the batch; teacher_targets: M x K
-        probabilities at the same patches; image_index: M, the image each patch belongs to;
-        num_images: number of images with at least one masked patch.
+        Args:
+            student_logits: M x K logits for the M masked patches of the batch.
+            teacher_targets: M x K probabilities at the same patches.
+            image_index: M indices, the image each patch belongs to.
+            num_images: number of images with at least one masked patch.
         """
         if student_logits.shape[0] == 0:
             return student_logits.sum() * 0.0

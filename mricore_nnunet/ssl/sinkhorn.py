@@ -11,7 +11,7 @@ def sinkhorn_knopp(teacher_logits: torch.Tensor, temperature: float, iterations:
     """Return teacher targets whose prototype usage is balanced over the (global) batch.
 
     teacher_logits: N x K. The result is N x K, each row summing to 1. Under torch.distributed the
-    sums run over the samples of all processes, so every process sees the same marginals.
+    sums run over the samples of all processes, so every process uses the same marginals.
     """
     world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     q = torch.exp((teacher_logits.float() - teacher_logits.float().max()) / temperature).t()  # K x N

@@ -9,7 +9,6 @@ are all a restart needs to continue exactly where the file was written.
 from __future__ import annotations
 
 import logging
-import os
 import random
 from pathlib import Path
 from typing import Any

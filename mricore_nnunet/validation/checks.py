@@ -289,7 +289,7 @@ def _comparable(info: ImageInfo | None, reference: ImageInfo | None) -> bool:
 def check_fold_count(preprocessed_dataset_dir: str | os.PathLike, fold: int, num_folds: int = 5) -> None:
     """Raise ValidationError before training when fold `fold` cannot exist for this dataset.
 
-    With a `splits_final.json` the fold must index one of its splits; without one, nnU-Net will make
+    With a `splits_final.json` the fold must index one of its splits. Without one, nnU-Net makes
     `num_folds` random splits, which needs at least `num_folds` training cases.
     """
     root = Path(preprocessed_dataset_dir)
