@@ -1,13 +1,18 @@
 """Data-restricted segmentation: nnU-Net's CNN against the MRI-CORE trainers at equal CPU time.
 
     python benchmarks/fewshot_benchmark.py --checkpoint PRETRAINED.pth [--budget 60] [--seeds 0 1]
+        [--dataset RAW_DATASET_FOLDER]
 
 A setting is K fully labelled volumes, or the protocol of the MRI-CORE paper (arXiv 2506.12186):
 5 volumes with 1 labelled slice each. For each setting and seed, `mricore_nnunet fewshot` derives a
-dataset from the bundled hippocampus data. Every trainer then trains fold 0 for the same CPU-time
-budget (benchmarks/trainers/budget_trainers.py) and predicts the same held-out test volumes, and
-nnU-Net's evaluation gives the foreground Dice.
-Results: benchmarks/results/fewshot.json and fewshot.md, and docs/images/fewshot_benchmark.png.
+dataset from the source dataset (default: the bundled hippocampus data). Every trainer then trains
+fold 0 for the same CPU-time budget (benchmarks/trainers/budget_trainers.py) and predicts the same
+held-out test volumes, and nnU-Net's evaluation gives the foreground Dice.
+
+Results: benchmarks/results/fewshot_<dataset name>.json and .md, and
+docs/images/fewshot_<dataset name>.png. The JSON is rewritten after every finished run. A later
+call with the same checkpoint, budget and split sizes keeps the runs already in it and only runs the
+(setting, seed) pairs that are missing, so an interrupted benchmark loses at most one run.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ import numpy as np
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 BUNDLED = REPOSITORY / "mricore_nnunet" / "demo_data" / "Dataset004_Hippocampus"
-SOURCE_ID = 4
+RESULTS = REPOSITORY / "benchmarks" / "results"
+# Settings that must match for earlier results to be kept.
+COMPARABLE = ("checkpoint", "budget", "input_size", "validation_volumes", "test_cases", "dataset")
 
 # name -> (trainer, plans)
 TRAINERS = {
@@ -40,6 +47,7 @@ TRAINERS = {
 SETTINGS = {
     "K=1 volume": (1, "all"),
     "K=5 volumes": (5, "all"),
+    "K=3 volumes": (3, "all"),
     "K=10 volumes": (10, "all"),
     "5 volumes x 1 slice": (5, "1"),
 }
@@ -58,15 +66,26 @@ def run(arguments: list[str], env: dict, log: Path) -> None:
         raise RuntimeError(f"{' '.join(arguments)} failed (exit {completed.returncode}); see {log}")
 
 
-def foreground_dice(summary_file: Path) -> float:
-    return float(json.loads(summary_file.read_text(encoding="utf-8"))["foreground_mean"]["Dice"])
+def foreground_dice(summary_file: Path) -> tuple[float, dict[str, float]]:
+    """nnU-Net's foreground mean Dice, and each case's Dice averaged over the labels it has."""
+    summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    per_case = {}
+    for case in summary["metric_per_case"]:
+        name = Path(case["reference_file"]).name[: -len(".nii.gz")]
+        values = [metrics["Dice"] for metrics in case["metrics"].values()]
+        per_case[name] = float(np.nanmean(values)) if not np.all(np.isnan(values)) else float("nan")
+    return float(summary["foreground_mean"]["Dice"]), per_case
+
+
+def source_id(dataset: Path) -> int:
+    return int(dataset.name.split("_")[0][len("Dataset"):])
 
 
 def run_one(setting: str, seed: int, dataset_id: int, args, env: dict, work: Path) -> dict:
     volumes, slices = SETTINGS[setting]
     log = work / "logs" / f"{dataset_id}.log"
     log.parent.mkdir(exist_ok=True)
-    run([console("mricore_nnunet"), "fewshot", "-d", str(SOURCE_ID), "--volumes", str(volumes),
+    run([console("mricore_nnunet"), "fewshot", "-d", str(source_id(args.dataset)), "--volumes", str(volumes),
          "--slices-per-volume", slices, "--validation-volumes", str(args.validation_volumes), "--seed", str(seed),
          "--output-id", str(dataset_id)], env, log)
     dataset_dir = next((work / "nnUNet_raw").glob(f"Dataset{dataset_id:03d}_*"))
@@ -98,16 +117,46 @@ def run_one(setting: str, seed: int, dataset_id: int, args, env: dict, work: Pat
              "-npp", "1", "-nps", "1"], env, log)
         run([console("nnUNetv2_evaluate_folder"), str(test_labels), str(predictions),
              "-djfile", str(predictions / "dataset.json"), "-pfile", str(predictions / "plans.json")], env, log)
-        results[name] = {"dice": foreground_dice(predictions / "summary.json"), "wall_s": time.monotonic() - start}
+        dice, per_case = foreground_dice(predictions / "summary.json")
+        results[name] = {"dice": dice, "per_case_dice": per_case, "wall_s": time.monotonic() - start}
         print(f"{setting:22s} seed {seed}  {name:30s} Dice {results[name]['dice']:.3f}", flush=True)
     return results
 
 
+def plain_settings(args) -> dict:
+    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+
+
+def results_name(args) -> str:
+    return "fewshot_" + args.dataset.name.split("_", 1)[-1]
+
+
+def earlier_results(args) -> dict:
+    """Runs from an earlier call that can be merged with this one, as {setting: {seed: results}}."""
+    path = RESULTS / f"{results_name(args)}.json"
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text(encoding="utf-8"))
+    settings = plain_settings(args)
+    if any(earlier["settings"].get(key) != settings[key] for key in COMPARABLE):
+        print(f"{path} was made with other settings; it will be replaced.", flush=True)
+        return {}
+    # JSON keys are strings; seeds are integers here.
+    return {setting: {int(seed): runs for seed, runs in by_seed.items()} for setting, by_seed in earlier["results"].items()}
+
+
+def save_results(results: dict, args) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    content = json.dumps({"settings": plain_settings(args), "results": results}, indent=2)
+    path = RESULTS / f"{results_name(args)}.json"
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(content, encoding="utf-8")
+    partial.replace(path)
+
+
 def write_report(results: dict, args, minutes: float) -> None:
-    out = REPOSITORY / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
-    (out / "fewshot.json").write_text(json.dumps({"settings": settings, "results": results}, indent=2), encoding="utf-8")
+    settings = plain_settings(args)
+    results = {setting: results[setting] for setting in SETTINGS if setting in results}
 
     names = [n for n in TRAINERS if any(n in r for by_seed in results.values() for r in by_seed.values())]
     lines = ["| setting | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
@@ -138,11 +187,11 @@ def write_report(results: dict, args, minutes: float) -> None:
     figure.tight_layout()
     images = REPOSITORY / "docs" / "images"
     images.mkdir(parents=True, exist_ok=True)
-    figure.savefig(images / "fewshot_benchmark.png", dpi=120)
+    figure.savefig(images / f"{results_name(args)}.png", dpi=120)
 
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU, Python {platform.python_version()}"
-    (out / "fewshot.md").write_text(
-        f"Machine: {machine}. Total {minutes:.0f} minutes.\n\nSettings: {json.dumps(settings)}\n\n{table}\n",
+    (RESULTS / f"{results_name(args)}.md").write_text(
+        f"Machine: {machine}. This call: {minutes:.0f} minutes.\n\nSettings: {json.dumps(settings)}\n\n{table}\n",
         encoding="utf-8",
     )
     print(table)
@@ -151,6 +200,8 @@ def write_report(results: dict, args, minutes: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="pretrained encoder checkpoint for the MRI-CORE trainers")
+    parser.add_argument("--dataset", type=Path, default=BUNDLED,
+                        help="nnU-Net raw dataset folder DatasetXXX_Name to draw from (default: the bundled hippocampus data)")
     parser.add_argument("--budget", type=float, default=60, help="CPU seconds of training per run (default 60)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="draws to repeat (default 0 1)")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
@@ -161,12 +212,15 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/mricore_fewshot_benchmark"))
     args = parser.parse_args()
     args.checkpoint = str(Path(args.checkpoint).resolve())
+    args.dataset = args.dataset.resolve()
+    if not (args.dataset / "dataset.json").is_file() or not args.dataset.name.startswith("Dataset"):
+        parser.error(f"--dataset {args.dataset}: expected an nnU-Net raw dataset folder DatasetXXX_Name with a dataset.json")
 
     work = args.work_dir.resolve()
     if work.exists():
         shutil.rmtree(work)
     (work / "nnUNet_raw").mkdir(parents=True)
-    shutil.copytree(BUNDLED, work / "nnUNet_raw" / BUNDLED.name, ignore=shutil.ignore_patterns("imagesTs", "labelsTs"))
+    shutil.copytree(args.dataset, work / "nnUNet_raw" / args.dataset.name, ignore=shutil.ignore_patterns("imagesTs", "labelsTs"))
     env = dict(os.environ)
     env.update({
         "nnUNet_raw": str(work / "nnUNet_raw"), "nnUNet_preprocessed": str(work / "nnUNet_preprocessed"),
@@ -178,12 +232,16 @@ def main() -> None:
     env.pop("MRICORE_CHECKPOINT", None)
 
     start = time.monotonic()
-    results: dict = {}
+    results = earlier_results(args)
     dataset_id = 600
     for setting in args.settings:
         for seed in args.seeds:
             dataset_id += 1
+            if seed in results.get(setting, {}):
+                print(f"{setting:22s} seed {seed}  kept from {RESULTS / results_name(args)}.json", flush=True)
+                continue
             results.setdefault(setting, {})[seed] = run_one(setting, seed, dataset_id, args, env, work)
+            save_results(results, args)
     write_report(results, args, (time.monotonic() - start) / 60)
 
 

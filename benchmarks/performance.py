@@ -173,8 +173,47 @@ def figure_memory() -> dict:
     return results
 
 
+def sliding_window_predictor(predictor_class, network: torch.nn.Module, patch: int, **kwargs):
+    """An nnU-Net predictor around `network`, set up for predict_sliding_window_return_logits only."""
+    from types import SimpleNamespace
+
+    predictor = predictor_class(tile_step_size=0.5, use_gaussian=True, use_mirroring=False, device=torch.device("cpu"),
+                                perform_everything_on_device=False, allow_tqdm=False, **kwargs)
+    predictor.network = network.eval()
+    predictor.configuration_manager = SimpleNamespace(patch_size=[patch, patch])
+    predictor.label_manager = SimpleNamespace(num_segmentation_heads=3)
+    predictor.allowed_mirroring_axes = (0, 1)
+    return predictor
+
+
+def figure_tile_batching() -> dict:
+    """Seconds per volume of nnU-Net's sliding window (one tile per call) against TileBatchingPredictor."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from mricore_nnunet.inference import DEFAULT_TILE_BATCH_SIZE
+    from mricore_nnunet.tile_batching import TileBatchingPredictor
+
+    results = {}
+    # The hippocampus crops are about 36 slices of 48 x 36 voxels: one 64 px tile per slice for the
+    # tiny preset. The ViT-B case is 8 slices at the default 256 px input.
+    for preset, size, slices in (("tiny", 64, 36), ("vit_b", 256, 8)):
+        network = segmentation_network(preset, size)
+        volume = torch.randn(1, slices, size, size)
+        stock = sliding_window_predictor(nnUNetPredictor, network, size)
+        batched = sliding_window_predictor(TileBatchingPredictor, network, size, tile_batch_size=DEFAULT_TILE_BATCH_SIZE)
+        repeats = 3 if preset == "tiny" else 1
+        with torch.inference_mode():
+            stock_seconds = seconds_per_call(lambda: stock.predict_sliding_window_return_logits(volume), repeats)
+            batched_seconds = seconds_per_call(lambda: batched.predict_sliding_window_return_logits(volume), repeats)
+        results[f"{preset}_{size}px_{slices}_slices_nnunet_s"] = stock_seconds
+        results[f"{preset}_{size}px_{slices}_slices_batched_s"] = batched_seconds
+        results[f"{preset}_{size}px_speedup"] = stock_seconds / batched_seconds
+    return results
+
+
 FIGURES = {
     "inference": figure_inference,
+    "tile_batching": figure_tile_batching,
     "efficiency": figure_efficiency,
     "training_step": figure_training_step,
     "memory": figure_memory,

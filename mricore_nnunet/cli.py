@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 from mricore_nnunet import planning
+from mricore_nnunet.inference import DEFAULT_TILE_BATCH_SIZE
 
 
 def _command_env(args: argparse.Namespace) -> int:
@@ -66,7 +67,7 @@ def _command_predict(args: argparse.Namespace) -> int:
     result = inference.predict(
         args.input, args.output, model_folder, folds=args.folds, device=device, use_mirroring=not args.no_tta,
         save_probabilities=args.save_probabilities, overwrite=args.overwrite,
-        replace_nonfinite=args.replace_nonfinite,
+        replace_nonfinite=args.replace_nonfinite, tile_batch_size=args.tile_batch_size,
     )
     print(f"Predicted {len(result.predicted)} case(s) into {result.output_folder}.")
     if result.skipped:
@@ -306,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                          help="device; auto takes cuda, else mps, else cpu (default auto)")
     predict.add_argument("--no-tta", action="store_true", help="skip test-time mirroring: faster, slightly less accurate")
+    predict.add_argument("--tile-batch-size", type=int, default=DEFAULT_TILE_BATCH_SIZE,
+                         help=f"sliding-window tiles per forward pass (default {DEFAULT_TILE_BATCH_SIZE}; "
+                              "1 is nnUNetv2_predict's behaviour). Lower it if the GPU runs out of memory")
     predict.add_argument("--save-probabilities", action="store_true", help="also write <case>.npz and <case>.pkl as nnU-Net does, for ensembling")
     predict.add_argument("--overwrite", action="store_true", help="predict cases again whose outputs exist (default: skip them)")
     predict.add_argument("--replace-nonfinite", action="store_true",

@@ -28,6 +28,9 @@ from mricore_nnunet.planning import PLANS_NAME
 from mricore_nnunet.validation.dataset_json import channel_count
 from mricore_nnunet.validation.images import inspect_image
 
+# Sliding-window tiles per network call; see mricore_nnunet/tile_batching.py and docs/performance.md.
+DEFAULT_TILE_BATCH_SIZE = 8
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TRAINER = "MRICoreTrainer"
@@ -144,13 +147,15 @@ def select_folds(model_folder: str | os.PathLike, folds: Sequence[int | str] | N
 def predict(input_path: str | os.PathLike, output_folder: str | os.PathLike, model_folder: str | os.PathLike,
             folds: Sequence[int | str] | None = None, device: torch.device | str = "cpu",
             use_mirroring: bool = True, save_probabilities: bool = False, overwrite: bool = False,
-            replace_nonfinite: bool = False, progress: bool = True) -> PredictionResult:
+            replace_nonfinite: bool = False, progress: bool = True,
+            tile_batch_size: int = DEFAULT_TILE_BATCH_SIZE) -> PredictionResult:
     """Predict every case of `input_path` (a folder or one image file) into `output_folder`.
 
     Checks the model folder, the folds and every input file before the model loads, and raises one
     ValidationError that lists every bad input. Cases whose outputs exist are skipped unless
     `overwrite`. With `replace_nonfinite`, NaN and Inf voxels are replaced in temporary copies of the
-    affected files and those copies are predicted. Input files are only read.
+    affected files and those copies are predicted. Input files are only read. `tile_batch_size`
+    sliding-window tiles go through the network per call (1 is nnUNetv2_predict's behaviour).
     """
     model_folder = Path(model_folder)
     output_folder = Path(output_folder)
@@ -172,7 +177,7 @@ def predict(input_path: str | os.PathLike, output_folder: str | os.PathLike, mod
     if not to_predict:
         return result
 
-    predictor = load_predictor(model_folder, selected_folds, device, use_mirroring)
+    predictor = load_predictor(model_folder, selected_folds, device, use_mirroring, tile_batch_size)
     # nnU-Net's evaluation and ensembling read these two files from a prediction folder.
     for name in ("dataset.json", "plans.json"):
         with atomic_path(output_folder / name) as temporary:
@@ -195,9 +200,12 @@ def predict(input_path: str | os.PathLike, output_folder: str | os.PathLike, mod
 
 
 def load_predictor(model_folder: str | os.PathLike, folds: Sequence[int | str], device: torch.device,
-                   use_mirroring: bool = True):
-    """Load a trained model into nnU-Net's nnUNetPredictor, with nnUNetv2_predict's default settings."""
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+                   use_mirroring: bool = True, tile_batch_size: int = DEFAULT_TILE_BATCH_SIZE):
+    """Load a trained model for prediction, with nnUNetv2_predict's default settings.
+
+    The predictor is nnU-Net's nnUNetPredictor with `tile_batch_size` tiles per network call.
+    """
+    from mricore_nnunet.tile_batching import TileBatchingPredictor
 
     nnunet_env.configure_trainer_search_path()
     if device.type == "cpu":
@@ -207,9 +215,10 @@ def load_predictor(model_folder: str | os.PathLike, folds: Sequence[int | str], 
     captured = io.StringIO()
     try:
         with contextlib.redirect_stdout(captured):
-            predictor = nnUNetPredictor(
+            predictor = TileBatchingPredictor(
                 tile_step_size=0.5, use_gaussian=True, use_mirroring=use_mirroring,
-                perform_everything_on_device=device.type == "cuda", device=device, allow_tqdm=False)
+                perform_everything_on_device=device.type == "cuda", device=device, allow_tqdm=False,
+                tile_batch_size=tile_batch_size)
             predictor.initialize_from_trained_model_folder(str(model_folder), list(folds), CHECKPOINT_NAME)
     finally:
         for line in captured.getvalue().splitlines():

@@ -108,6 +108,39 @@ def test_predict_matches_nnunet_predict(trained, nnunet_predictions):
     assert (output / "dataset.json").is_file()
 
 
+def test_tile_batching_matches_nnunet_sliding_window(trained, monkeypatch):
+    """Tiles grouped into batches give nnU-Net's logits: exactly with batch 1, to rounding with more."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    for name, value in trained["env"].items():
+        monkeypatch.setenv(name, value)
+    device = torch.device("cpu")
+    reference = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True, device=device,
+                                perform_everything_on_device=False, allow_tqdm=False)
+    reference.initialize_from_trained_model_folder(str(trained["model_folder"]), [0], inference.CHECKPOINT_NAME)
+    # Slices larger than the 64 px patch, so each slice has several overlapping tiles.
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn(1, 5, 100, 90, generator=generator)
+    expected = reference.predict_sliding_window_return_logits(image)
+    assert len(reference._internal_get_sliding_window_slicers(image.shape[1:])) > 5 * 2
+
+    for tile_batch_size in (1, 3, 64):
+        predictor = inference.load_predictor(trained["model_folder"], [0], device, tile_batch_size=tile_batch_size)
+        logits = predictor.predict_sliding_window_return_logits(image)
+        assert logits.shape == expected.shape
+        if tile_batch_size == 1:
+            assert torch.equal(logits, expected)
+        else:
+            torch.testing.assert_close(logits.float(), expected.float(), atol=2e-2, rtol=1e-2)
+            # Half-precision accumulation can flip a near tie; anything more is a real difference.
+            assert (logits.argmax(0) == expected.argmax(0)).float().mean() > 0.999
+
+
+def test_tile_batch_size_must_be_positive(trained):
+    with pytest.raises(ValueError, match="tile_batch_size must be at least 1"):
+        inference.load_predictor(trained["model_folder"], [0], torch.device("cpu"), tile_batch_size=0)
+
+
 def test_predict_single_file(trained, nnunet_predictions, tmp_path):
     image_file = sorted(trained["test_images"].iterdir())[0]
     result = inference.predict(image_file, tmp_path / "out", trained["model_folder"], device="cpu", progress=False,

@@ -23,7 +23,10 @@ class CPUBudgetMixin:
     """Replace the fixed epoch count by as many epochs as fit the CPU budget.
 
     After the first epoch the number of epochs is set from its cost, so the learning-rate schedules
-    (nnU-Net's polynomial decay and ours) run their full course within the budget.
+    (nnU-Net's polynomial decay and ours) run their full course within the budget. Where one epoch
+    costs more than the whole budget (large patches on a CPU), training stops after the iteration
+    that used the budget up. The final validation is skipped: the benchmark scores held-out test
+    volumes instead, and the validation's cost would not count towards the budget anyway.
     """
 
     def run_training(self):
@@ -33,10 +36,16 @@ class CPUBudgetMixin:
         self.on_train_start()
         start = time.process_time()
 
+        used = 0.0
         while self.current_epoch < self.num_epochs:
             self.on_epoch_start()
             self.on_train_epoch_start()
-            self.on_train_epoch_end([self.train_step(next(self.dataloader_train)) for _ in range(self.num_iterations_per_epoch)])
+            outputs = []
+            for _ in range(self.num_iterations_per_epoch):
+                outputs.append(self.train_step(next(self.dataloader_train)))
+                if time.process_time() - start > budget:
+                    break
+            self.on_train_epoch_end(outputs)
             with torch.no_grad():
                 self.on_validation_epoch_start()
                 self.on_validation_epoch_end([self.validation_step(next(self.dataloader_val)) for _ in range(self.num_val_iterations_per_epoch)])
@@ -47,8 +56,11 @@ class CPUBudgetMixin:
                 self._fit_schedule_to_budget(max(1, int(budget / used)))
             if used > budget:
                 break
-        self.print_to_log_file(f"CPU budget {budget:.0f} s: stopped after {self.current_epoch} epochs.")
+        self.print_to_log_file(f"CPU budget {budget:.0f} s: stopped after {self.current_epoch} epochs and {used:.0f} CPU-s.")
         self.on_train_end()
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        self.print_to_log_file("Final validation skipped: the benchmark scores held-out test volumes.")
 
     def _fit_schedule_to_budget(self, num_epochs: int) -> None:
         scale = num_epochs / self.num_epochs
