@@ -9,10 +9,11 @@ dataset from the source dataset (default: the bundled hippocampus data). Every t
 fold 0 for the same CPU-time budget (benchmarks/trainers/budget_trainers.py) and predicts the same
 held-out test volumes, and nnU-Net's evaluation gives the foreground Dice.
 
-Results: benchmarks/results/fewshot_<dataset name>.json and .md, and
-docs/images/fewshot_<dataset name>.png. The JSON is rewritten after every finished run. A later
-call with the same checkpoint, budget and split sizes keeps the runs already in it and only runs the
-(setting, seed) pairs that are missing, so an interrupted benchmark loses at most one run.
+Results: benchmarks/results/fewshot_<dataset name>[_<tag>].json and .md, and
+docs/images/fewshot_<dataset name>[_<tag>].png. The JSON is rewritten after every finished run. A
+later call with the same checkpoint, budget and split sizes keeps the runs already in it and only
+runs the (setting, seed) pairs that are missing, so an interrupted benchmark loses at most one run.
+A call with other settings stops rather than replace them: give it a --tag.
 """
 
 from __future__ import annotations
@@ -128,7 +129,8 @@ def plain_settings(args) -> dict:
 
 
 def results_name(args) -> str:
-    return "fewshot_" + args.dataset.name.split("_", 1)[-1]
+    name = "fewshot_" + args.dataset.name.split("_", 1)[-1]
+    return f"{name}_{args.tag}" if args.tag else name
 
 
 def earlier_results(args) -> dict:
@@ -138,9 +140,10 @@ def earlier_results(args) -> dict:
         return {}
     earlier = json.loads(path.read_text(encoding="utf-8"))
     settings = plain_settings(args)
-    if any(earlier["settings"].get(key) != settings[key] for key in COMPARABLE):
-        print(f"{path} was made with other settings; it will be replaced.", flush=True)
-        return {}
+    differing = [key for key in COMPARABLE if earlier["settings"].get(key) != settings[key]]
+    if differing:
+        raise SystemExit(f"{path} contains runs made with other {', '.join(differing)}. Give this benchmark another --tag, "
+                         "or move that file away to start again.")
     # JSON keys are strings; seeds are integers here.
     return {setting: {int(seed): runs for seed, runs in by_seed.items()} for setting, by_seed in earlier["results"].items()}
 
@@ -209,6 +212,7 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, default=64, help="MRI-CORE encoder input in pixels (default 64)")
     parser.add_argument("--validation-volumes", type=int, default=2, help="validation volumes per draw (default 2)")
     parser.add_argument("--test-cases", type=int, default=8, help="held-out volumes scored per draw (default 8)")
+    parser.add_argument("--tag", default="", help="suffix of the results' file names, for runs with other settings")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/mricore_fewshot_benchmark"))
     args = parser.parse_args()
     args.checkpoint = str(Path(args.checkpoint).resolve())

@@ -6,12 +6,19 @@ Not a test. Run from the repository root:
 
 1. Throughput: a few iterations of each preset on the data, reporting slices per second after
    the first iteration (which includes start-up).
-2. Probe: the tiny preset is pre-trained briefly. Then slice embeddings (mean-pooled tokens of
-   the last block) of the pre-trained teacher and of its random initialisation are scored by a
-   k-nearest-neighbour classifier with leave-one-volume-out cross-validation. The two labels
-   are unseen in training: the slice position in its volume (thirds) and the body region
-   (brain if the file name starts with "pgbm", else hippocampus). A third label, the MRI
-   sequence (FLAIR, T1 or T2 from the file name), is scored on the brain volumes only.
+2. Probe: the tiny preset is pre-trained briefly (or `--probe-checkpoint` names a finished
+   run's teacher). Then the pre-trained teacher and a random initialisation of the same
+   preset are compared on labels that pre-training never saw:
+   - slice embeddings (mean-pooled tokens of the last block), scored by a k-nearest-neighbour
+     classifier with leave-one-volume-out cross-validation: the slice position in its volume
+     (thirds) and the body region (brain if the file name starts with "pgbm", else
+     hippocampus);
+   - the MRI sequence (FLAIR, T1 or T2 from the file name) of the brain slices, by a logistic
+     regression that leaves out one study (all sequences of one exam) at a time, so the
+     classifier cannot match a slice to the co-registered slices of the same exam;
+   - with `--labelled DATASET`: patch tokens of the labelled slices of an nnU-Net raw dataset,
+     by a logistic regression with 5-fold cross-validation grouped by case: does the 16 x 16
+     pixel patch contain at least 25 % foreground? Scored by ROC AUC.
 """
 
 from __future__ import annotations
@@ -25,7 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import LeaveOneGroupOut, cross_val_score
+import SimpleITK as sitk
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, cross_val_predict, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -78,7 +88,31 @@ def slice_embeddings(encoder: MRICoreEncoder, index: SliceIndex, size: int) -> n
     return torch.cat(features).numpy()
 
 
-def probe(data: list[str], work_dir: Path, iterations: int, size: int) -> list[dict]:
+@torch.no_grad()
+def patch_probe(encoder: MRICoreEncoder, dataset: Path, size: int, folds: int = 5) -> float:
+    """Return the cross-validated ROC AUC of a linear classifier for 'patch contains >= 25 % foreground'."""
+    encoder.eval()
+    features, targets, groups = [], [], []
+    for number, label_file in enumerate(sorted((dataset / "labelsTr").glob("*.nii.gz"))):
+        case = label_file.name[: -len(".nii.gz")]
+        image = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset / "imagesTr" / f"{case}_0000.nii.gz")))
+        label = sitk.GetArrayFromImage(sitk.ReadImage(str(label_file)))
+        batch = F.interpolate(torch.from_numpy(image.astype(np.float32))[:, None], size=(size, size), mode="bilinear",
+                              align_corners=False)
+        _, intermediates = encoder.forward_intermediates(batch, indices=[encoder.depth - 1])
+        tokens = intermediates[0]  # slices x D x h x w
+        foreground = F.adaptive_avg_pool2d(torch.from_numpy((label > 0).astype(np.float32))[:, None], tokens.shape[2:])
+        features.append(tokens.permute(0, 2, 3, 1).reshape(-1, tokens.shape[1]).numpy())
+        targets.append((foreground.reshape(-1) >= 0.25).numpy())
+        groups.append(np.full(targets[-1].shape, number))
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+    targets = np.concatenate(targets)
+    scores = cross_val_predict(classifier, np.concatenate(features), targets, groups=np.concatenate(groups),
+                               cv=GroupKFold(folds), method="predict_proba")[:, 1]
+    return float(roc_auc_score(targets, scores))
+
+
+def pretrain_for_probe(data: list[str], work_dir: Path, iterations: int, size: int) -> tuple[Path, float]:
     out = work_dir / "probe_run"
     shutil.rmtree(out, ignore_errors=True)
     config = PretrainConfig(
@@ -87,7 +121,14 @@ def probe(data: list[str], work_dir: Path, iterations: int, size: int) -> list[d
     )
     started = time.perf_counter()
     result = pretrain(config)
-    training_seconds = time.perf_counter() - started
+    return result.teacher_path, time.perf_counter() - started
+
+
+def probe(data: list[str], checkpoint: Path, training_seconds: float, labelled: Path | None, seed: int = 0) -> list[dict]:
+    trained_encoder, _ = build_encoder_from_checkpoint(checkpoint)
+    size = trained_encoder.img_size
+    torch.manual_seed(seed)
+    random_encoder = MRICoreEncoder(trained_encoder.preset_name, img_size=size)
 
     index = SliceIndex(data)
     positions = np.array([index.slice_position(i) for i in range(len(index))])
@@ -97,20 +138,23 @@ def probe(data: list[str], work_dir: Path, iterations: int, size: int) -> list[d
     names = [Path(index.volume_of(i).path).name for i in range(len(index))]
     sequence = np.array([next((s for s in ("FLAIR", "T1", "T2") if f"_{s}" in name), "") for name in names])
     brain = sequence != ""
+    # The study is the file name without the sequence: pgbm001_tp1_FLAIR -> pgbm001_tp1.
+    studies = np.array([name.rsplit("_", 1)[0] for name in names])
 
-    torch.manual_seed(config.seed)  # the random initialisation the pre-training started from
-    random_encoder = MRICoreEncoder("tiny", img_size=size)
-    trained_encoder, _ = build_encoder_from_checkpoint(result.teacher_path)
     rows = []
-    for name, encoder in (("random init", random_encoder), (f"pre-trained {iterations} it", trained_encoder)):
+    for name, encoder in (("random init", random_encoder), ("pre-trained", trained_encoder)):
         embeddings = slice_embeddings(encoder, index, size)
-        classifier = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=5))
+        neighbours = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=5))
         row = {"encoder": name, "slices": len(index), "training_s": 0.0 if name == "random init" else training_seconds}
-        for label_name, labels, selected in (("position_thirds", thirds, slice(None)), ("region", region, slice(None)),
-                                             ("sequence", sequence, brain)):
-            scores = cross_val_score(classifier, embeddings[selected], labels[selected], groups=groups[selected],
-                                     cv=LeaveOneGroupOut())
+        for label_name, labels in (("position_thirds", thirds), ("region", region)):
+            scores = cross_val_score(neighbours, embeddings, labels, groups=groups, cv=LeaveOneGroupOut())
             row[label_name] = float(np.mean(scores))
+        linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        scores = cross_val_score(linear, embeddings[brain], sequence[brain], groups=studies[brain], cv=LeaveOneGroupOut())
+        row["sequence"] = float(np.mean(scores))
+        row["sequence_chance"] = float(max(np.mean(sequence[brain] == value) for value in set(sequence[brain])))
+        if labelled is not None:
+            row["patch_auc"] = patch_probe(encoder, labelled, size)
         rows.append(row)
     return rows
 
@@ -121,6 +165,9 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("pretrain_benchmark_output"), help="folder for the runs")
     parser.add_argument("--probe-iterations", type=int, default=150, help="pre-training iterations before the probe")
     parser.add_argument("--probe-size", type=int, default=128, help="global crop and embedding size of the probe run")
+    parser.add_argument("--probe-checkpoint", type=Path,
+                        help="probe this pre-trained teacher_encoder.pth instead of pre-training a tiny encoder first")
+    parser.add_argument("--labelled", type=Path, help="nnU-Net raw dataset with labelsTr for the patch probe")
     parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -134,12 +181,19 @@ def main() -> None:
             print(f"| {row['preset']} | {row['batch']} | {row['crops']} | {row['iterations']} | "
                   f"{row['s_per_iteration']:.2f} | {row['slices_per_s']:.2f} |")
 
-    rows = probe(args.data, args.work_dir, args.probe_iterations, args.probe_size)
-    print("\n| encoder | slices | k-NN accuracy: slice position (thirds) | brain vs hippocampus | sequence (brain only) | training s |")
-    print("|---|---|---|---|---|---|")
+    if args.probe_checkpoint is not None:
+        checkpoint, training_seconds = args.probe_checkpoint, float("nan")
+    else:
+        checkpoint, training_seconds = pretrain_for_probe(args.data, args.work_dir, args.probe_iterations, args.probe_size)
+    rows = probe(args.data, checkpoint, training_seconds, args.labelled)
+    print(f"\nProbed {checkpoint}")
+    print("\n| encoder | slices | k-NN: slice position (thirds) | k-NN: brain vs hippocampus | "
+          "linear: sequence (brain, study left out) | linear: foreground patch AUC | training s |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
+        patch = f"{row['patch_auc']:.3f}" if "patch_auc" in row else "not run"
         print(f"| {row['encoder']} | {row['slices']} | {row['position_thirds']:.3f} | {row['region']:.3f} | "
-              f"{row['sequence']:.3f} | {row['training_s']:.0f} |")
+              f"{row['sequence']:.3f} (majority {row['sequence_chance']:.3f}) | {patch} | {row['training_s']:.0f} |")
 
 
 if __name__ == "__main__":
