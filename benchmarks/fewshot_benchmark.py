@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -78,6 +79,16 @@ def foreground_dice(summary_file: Path) -> tuple[float, dict[str, float]]:
     return float(summary["foreground_mean"]["Dice"]), per_case
 
 
+def training_cost(results_folder: Path, dataset_id: int, trainer: str, plans: str) -> dict:
+    """Read the epochs and CPU seconds that the budget trainer logged when it stopped."""
+    fold = next(results_folder.glob(f"Dataset{dataset_id:03d}_*")) / f"{trainer}__{plans}__2d" / "fold_0"
+    for log in sorted(fold.glob("training_log_*.txt"), reverse=True):
+        found = re.search(r"stopped after (\d+) epochs and ([\d.]+) CPU-s", log.read_text(encoding="utf-8"))
+        if found:
+            return {"epochs": int(found.group(1)), "cpu_s": float(found.group(2))}
+    return {}
+
+
 def source_id(dataset: Path) -> int:
     return int(dataset.name.split("_")[0][len("Dataset"):])
 
@@ -119,7 +130,8 @@ def run_one(setting: str, seed: int, dataset_id: int, args, env: dict, work: Pat
         run([console("nnUNetv2_evaluate_folder"), str(test_labels), str(predictions),
              "-djfile", str(predictions / "dataset.json"), "-pfile", str(predictions / "plans.json")], env, log)
         dice, per_case = foreground_dice(predictions / "summary.json")
-        results[name] = {"dice": dice, "per_case_dice": per_case, "wall_s": time.monotonic() - start}
+        results[name] = {"dice": dice, "per_case_dice": per_case, "wall_s": time.monotonic() - start,
+                         **training_cost(work / "nnUNet_results", dataset_id, trainer, plans)}
         print(f"{setting:22s} seed {seed}  {name:30s} Dice {results[name]['dice']:.3f}", flush=True)
     return results
 

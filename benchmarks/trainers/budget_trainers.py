@@ -22,11 +22,12 @@ ITERATIONS_PER_EPOCH = 10
 class CPUBudgetMixin:
     """Replace the fixed epoch count by as many epochs as fit the CPU budget.
 
-    After the first epoch the number of epochs is set from its cost, so the learning-rate schedules
-    (nnU-Net's polynomial decay and ours) run their full course within the budget. Where one epoch
-    costs more than the whole budget (large patches on a CPU), training stops after the iteration
-    that used the budget up. The final validation is skipped: the benchmark scores held-out test
-    volumes instead, and the validation's cost would not count towards the budget anyway.
+    After every epoch the number of epochs is set again from the CPU time left and the cost of the
+    epoch just finished, so the learning-rate schedules (nnU-Net's polynomial decay and ours) end
+    when the budget does, within one epoch. The first epoch's cost, which includes start-up, only
+    sets the schedule until the second epoch ends. Where one epoch costs more than the whole budget
+    (large patches on a CPU), training stops after the iteration that used the budget up. The final
+    validation is skipped: the benchmark scores held-out test volumes instead.
     """
 
     def run_training(self):
@@ -34,10 +35,12 @@ class CPUBudgetMixin:
         self.num_iterations_per_epoch = ITERATIONS_PER_EPOCH
         self.num_val_iterations_per_epoch = 2
         self.on_train_start()
+        self._warmup_fraction = getattr(self.lr_scheduler, "warmup_epochs", 0) / self.num_epochs
         start = time.process_time()
 
         used = 0.0
-        while self.current_epoch < self.num_epochs:
+        while self.current_epoch < self.num_epochs and used < budget:
+            epoch_start = time.process_time()
             self.on_epoch_start()
             self.on_train_epoch_start()
             outputs = []
@@ -49,28 +52,27 @@ class CPUBudgetMixin:
             with torch.no_grad():
                 self.on_validation_epoch_start()
                 self.on_validation_epoch_end([self.validation_step(next(self.dataloader_val)) for _ in range(self.num_val_iterations_per_epoch)])
-            self.on_epoch_end()
+            self.on_epoch_end()  # increments current_epoch
 
             used = time.process_time() - start
-            if self.current_epoch == 1:
-                self._fit_schedule_to_budget(max(1, int(budget / used)))
-            if used > budget:
-                break
-        self.print_to_log_file(f"CPU budget {budget:.0f} s: stopped after {self.current_epoch} epochs and {used:.0f} CPU-s.")
+            epoch_cost = time.process_time() - epoch_start
+            self._fit_schedule_to_budget(self.current_epoch + max(0, int((budget - used) / epoch_cost)))
+        self.print_to_log_file(f"CPU budget {budget:.0f} s: stopped after {self.current_epoch} epochs and {used:.1f} CPU-s.")
         self.on_train_end()
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         self.print_to_log_file("Final validation skipped: the benchmark scores held-out test volumes.")
 
     def _fit_schedule_to_budget(self, num_epochs: int) -> None:
-        scale = num_epochs / self.num_epochs
+        if num_epochs == self.num_epochs:
+            return
         self.num_epochs = num_epochs
         for attribute in ("max_steps", "num_epochs"):
             if hasattr(self.lr_scheduler, attribute):
                 setattr(self.lr_scheduler, attribute, num_epochs)
         # Our trainers' decoder warm-up is a fraction of the schedule, so it shrinks with it.
         if hasattr(self.lr_scheduler, "warmup_epochs"):
-            self.lr_scheduler.warmup_epochs = self.warmup_epochs = int(round(self.lr_scheduler.warmup_epochs * scale))
+            self.lr_scheduler.warmup_epochs = self.warmup_epochs = int(round(self._warmup_fraction * num_epochs))
         self.print_to_log_file(f"Schedule set to {num_epochs} epochs of {self.num_iterations_per_epoch} iterations.")
 
 
