@@ -175,14 +175,24 @@ def write_report(results: dict, args, minutes: float) -> None:
 
     names = [n for n in TRAINERS if any(n in r for by_seed in results.values() for r in by_seed.values())]
     lines = ["| setting | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
-    summary = {}
+    summary, spread = {}, {}
     for setting, by_seed in results.items():
         cells = []
         for name in names:
             values = [r[name]["dice"] for r in by_seed.values() if name in r]
             summary.setdefault(name, []).append(np.mean(values) if values else np.nan)
-            cells.append(f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "-")
+            spread.setdefault(name, []).append(np.std(values) if values else 0.0)
+            cells.append(f"{np.mean(values):.3f} ± {np.std(values):.3f} ({len(values)})" if values else "-")
         lines.append(f"| {setting} | " + " | ".join(cells) + " |")
+
+    # What each trainer did with its budget, over all runs.
+    lines += ["", "| trainer | runs | epochs of 10 iterations (mean) | CPU seconds used (mean) |", "| --- | --- | --- | --- |"]
+    for name in names:
+        runs = [r[name] for by_seed in results.values() for r in by_seed.values() if name in r]
+        epochs = [run["epochs"] for run in runs if "epochs" in run]
+        seconds = [run["cpu_s"] for run in runs if "cpu_s" in run]
+        lines.append(f"| {name} | {len(runs)} | {np.mean(epochs) if epochs else float('nan'):.1f} | "
+                     f"{np.mean(seconds) if seconds else float('nan'):.1f} |")
     table = "\n".join(lines)
 
     import matplotlib
@@ -194,7 +204,7 @@ def write_report(results: dict, args, minutes: float) -> None:
     positions = np.arange(len(results))
     width = 0.8 / max(1, len(names))
     for index, name in enumerate(names):
-        axis.bar(positions + index * width, summary[name], width, label=name)
+        axis.bar(positions + index * width, summary[name], width, yerr=spread[name], capsize=2, label=name)
     axis.set_xticks(positions + width * (len(names) - 1) / 2, list(results))
     axis.set_ylabel("foreground Dice (test volumes)")
     axis.set_ylim(0, 1)
