@@ -124,11 +124,16 @@ def pretrain_for_probe(data: list[str], work_dir: Path, iterations: int, size: i
     return result.teacher_path, time.perf_counter() - started
 
 
-def probe(data: list[str], checkpoint: Path, training_seconds: float, labelled: Path | None, seed: int = 0) -> list[dict]:
+def probe(data: list[str], checkpoint: Path, training_seconds: float, labelled: Path | None,
+          random_seeds: list[int]) -> list[dict]:
+    """Probe the checkpoint and one random initialisation of its preset per seed; return a row per encoder."""
     trained_encoder, _ = build_encoder_from_checkpoint(checkpoint)
     size = trained_encoder.img_size
-    torch.manual_seed(seed)
-    random_encoder = MRICoreEncoder(trained_encoder.preset_name, img_size=size)
+    encoders = []
+    for seed in random_seeds:
+        torch.manual_seed(seed)
+        encoders.append((f"random init (seed {seed})", MRICoreEncoder(trained_encoder.preset_name, img_size=size)))
+    encoders.append(("pre-trained", trained_encoder))
 
     index = SliceIndex(data)
     positions = np.array([index.slice_position(i) for i in range(len(index))])
@@ -142,10 +147,10 @@ def probe(data: list[str], checkpoint: Path, training_seconds: float, labelled: 
     studies = np.array([name.rsplit("_", 1)[0] for name in names])
 
     rows = []
-    for name, encoder in (("random init", random_encoder), ("pre-trained", trained_encoder)):
+    for name, encoder in encoders:
         embeddings = slice_embeddings(encoder, index, size)
         neighbours = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=5))
-        row = {"encoder": name, "slices": len(index), "training_s": 0.0 if name == "random init" else training_seconds}
+        row = {"encoder": name, "slices": len(index), "training_s": training_seconds if name == "pre-trained" else 0.0}
         for label_name, labels in (("position_thirds", thirds), ("region", region)):
             scores = cross_val_score(neighbours, embeddings, labels, groups=groups, cv=LeaveOneGroupOut())
             row[label_name] = float(np.mean(scores))
@@ -168,6 +173,8 @@ def main() -> None:
     parser.add_argument("--probe-checkpoint", type=Path,
                         help="probe this pre-trained teacher_encoder.pth instead of pre-training a tiny encoder first")
     parser.add_argument("--labelled", type=Path, help="nnU-Net raw dataset with labelsTr for the patch probe")
+    parser.add_argument("--random-seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="seeds of the random initialisations to compare with (default 0 1 2)")
     parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -185,7 +192,7 @@ def main() -> None:
         checkpoint, training_seconds = args.probe_checkpoint, float("nan")
     else:
         checkpoint, training_seconds = pretrain_for_probe(args.data, args.work_dir, args.probe_iterations, args.probe_size)
-    rows = probe(args.data, checkpoint, training_seconds, args.labelled)
+    rows = probe(args.data, checkpoint, training_seconds, args.labelled, args.random_seeds)
     print(f"\nProbed {checkpoint}")
     print("\n| encoder | slices | k-NN: slice position (thirds) | k-NN: brain vs hippocampus | "
           "linear: sequence (brain, study left out) | linear: foreground patch AUC | training s |")
