@@ -12,7 +12,8 @@ held-out test volumes, and nnU-Net's evaluation gives the foreground Dice.
 Results: benchmarks/results/fewshot_<dataset name>[_<tag>].json and .md, and
 docs/images/fewshot_<dataset name>[_<tag>].png. The JSON is rewritten after every finished run. A
 later call with the same checkpoint, budget and split sizes keeps the runs already in it and only
-runs the (setting, seed) pairs that are missing, so an interrupted benchmark loses at most one run.
+runs the trainers that are missing for each (setting, seed), so an interrupted benchmark loses at
+most one draw's runs.
 A call with other settings stops rather than replace them: give it a --tag.
 """
 
@@ -93,7 +94,7 @@ def source_id(dataset: Path) -> int:
     return int(dataset.name.split("_")[0][len("Dataset"):])
 
 
-def run_one(setting: str, seed: int, dataset_id: int, args, env: dict, work: Path) -> dict:
+def run_one(setting: str, seed: int, dataset_id: int, trainers: list[str], args, env: dict, work: Path) -> dict:
     volumes, slices = SETTINGS[setting]
     log = work / "logs" / f"{dataset_id}.log"
     log.parent.mkdir(exist_ok=True)
@@ -118,9 +119,8 @@ def run_one(setting: str, seed: int, dataset_id: int, args, env: dict, work: Pat
         dict(env, nnUNet_n_proc_DA="1"), log)
 
     results = {}
-    for name, (trainer, plans) in TRAINERS.items():
-        if args.trainers and name not in args.trainers:
-            continue
+    for name in trainers:
+        trainer, plans = TRAINERS[name]
         start = time.monotonic()
         run([console("nnUNetv2_train"), str(dataset_id), "2d", "0", "-tr", trainer, "-p", plans, "-device", "cpu"], env, log)
         predictions = work / f"pred_{dataset_id}_{trainer}"
@@ -263,10 +263,15 @@ def main() -> None:
     for setting in args.settings:
         for seed in args.seeds:
             dataset_id += 1
-            if seed in results.get(setting, {}):
-                print(f"{setting:22s} seed {seed}  kept from {RESULTS / results_name(args)}.json", flush=True)
+            done = results.get(setting, {}).get(seed, {})
+            missing = [name for name in TRAINERS if name not in done and (not args.trainers or name in args.trainers)]
+            if len(missing) < len(args.trainers or TRAINERS):
+                print(f"{setting:22s} seed {seed}  kept {', '.join(sorted(done))} from "
+                      f"{RESULTS / results_name(args)}.json", flush=True)
+            if not missing:
                 continue
-            results.setdefault(setting, {})[seed] = run_one(setting, seed, dataset_id, args, env, work)
+            runs = run_one(setting, seed, dataset_id, missing, args, env, work)
+            results.setdefault(setting, {})[seed] = {**done, **runs}
             save_results(results, args)
     write_report(results, args, (time.monotonic() - start) / 60)
 
