@@ -14,7 +14,7 @@ docs/images/fewshot_<dataset name>[_<tag>].png. The JSON is rewritten after ever
 later call with the same checkpoint, budget and split sizes keeps the runs already in it and only
 runs the trainers that are missing for each (setting, seed), so an interrupted benchmark loses at
 most one draw's runs.
-A call with other settings stops rather than replace them: give it a --tag.
+A call with other settings stops instead of replacing them: give it a --tag.
 """
 
 from __future__ import annotations

@@ -174,7 +174,7 @@ def figure_memory() -> dict:
 
 
 def sliding_window_predictor(predictor_class, network: torch.nn.Module, patch: int, **kwargs):
-    """An nnU-Net predictor around `network`, set up for predict_sliding_window_return_logits only."""
+    """Build an nnU-Net predictor around `network`, set up for predict_sliding_window_return_logits only."""
     from types import SimpleNamespace
 
     predictor = predictor_class(tile_step_size=0.5, use_gaussian=True, use_mirroring=False, device=torch.device("cpu"),
@@ -187,15 +187,15 @@ def sliding_window_predictor(predictor_class, network: torch.nn.Module, patch: i
 
 
 def figure_tile_batching() -> dict:
-    """Seconds per volume of nnU-Net's sliding window (one tile per call) against TileBatchingPredictor."""
+    """Time nnU-Net's sliding window (one tile per call) and TileBatchingPredictor on the same volume."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     from mricore_nnunet.inference import DEFAULT_TILE_BATCH_SIZE
     from mricore_nnunet.tile_batching import TileBatchingPredictor
 
     results = {}
-    # The hippocampus crops are about 36 slices of 48 x 36 voxels: one 64 px tile per slice for the
-    # tiny preset. The ViT-B case is 8 slices at the default 256 px input.
+    # The hippocampus crops have about 36 slices of 48 x 36 voxels, so the tiny preset needs one 64 px
+    # tile per slice. The ViT-B case is 8 slices at the default 256 px input.
     for preset, size, slices in (("tiny", 64, 36), ("vit_b", 256, 8)):
         network = segmentation_network(preset, size)
         volume = torch.randn(1, slices, size, size)

@@ -126,7 +126,7 @@ def pretrain_for_probe(data: list[str], work_dir: Path, iterations: int, size: i
 
 def probe(data: list[str], checkpoint: Path, training_seconds: float, labelled: Path | None,
           random_seeds: list[int]) -> list[dict]:
-    """Probe the checkpoint and one random initialisation of its preset per seed; return a row per encoder."""
+    """Probe the checkpoint and one random initialisation of its preset per seed, and return a row per encoder."""
     trained_encoder, _ = build_encoder_from_checkpoint(checkpoint)
     size = trained_encoder.img_size
     encoders = []

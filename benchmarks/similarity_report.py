@@ -1,4 +1,4 @@
-"""Does similarity to the pre-training data predict how much pre-training helps few-shot segmentation?
+"""Relate the distance to the pre-training data to how much pre-training helps few-shot segmentation.
 
     python benchmarks/similarity_report.py --checkpoint PRETRAINED.pth --pretraining-data FOLDER_OR_MANIFEST \
         --fewshot benchmarks/results/fewshot_Hippocampus.json benchmarks/results/fewshot_BrainTumorProgression.json

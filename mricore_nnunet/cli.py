@@ -13,6 +13,13 @@ from mricore_nnunet import planning
 from mricore_nnunet.inference import DEFAULT_TILE_BATCH_SIZE
 
 
+def _positive_int(text: str) -> int:
+    """Parse a whole number of at least 1, for argparse."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a whole number of at least 1")
+    return int(text)
+
+
 def _command_env(args: argparse.Namespace) -> int:
     from mricore_nnunet.nnunet_env import environment_lines
 
@@ -307,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                          help="device; auto takes cuda, else mps, else cpu (default auto)")
     predict.add_argument("--no-tta", action="store_true", help="skip test-time mirroring: faster, slightly less accurate")
-    predict.add_argument("--tile-batch-size", type=int, default=DEFAULT_TILE_BATCH_SIZE,
+    predict.add_argument("--tile-batch-size", type=_positive_int, default=DEFAULT_TILE_BATCH_SIZE,
                          help=f"sliding-window tiles per forward pass (default {DEFAULT_TILE_BATCH_SIZE}; "
                               "1 is nnUNetv2_predict's behaviour). Lower it if the GPU runs out of memory")
     predict.add_argument("--save-probabilities", action="store_true", help="also write <case>.npz and <case>.pkl as nnU-Net does, for ensembling")

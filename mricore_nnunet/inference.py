@@ -157,6 +157,8 @@ def predict(input_path: str | os.PathLike, output_folder: str | os.PathLike, mod
     affected files and those copies are predicted. Input files are only read. `tile_batch_size`
     sliding-window tiles go through the network per call (1 is nnUNetv2_predict's behaviour).
     """
+    if tile_batch_size < 1:
+        raise ValueError(f"tile_batch_size must be at least 1, got {tile_batch_size}.")
     model_folder = Path(model_folder)
     output_folder = Path(output_folder)
     device = torch.device(device) if isinstance(device, str) else device
@@ -203,7 +205,7 @@ def load_predictor(model_folder: str | os.PathLike, folds: Sequence[int | str], 
                    use_mirroring: bool = True, tile_batch_size: int = DEFAULT_TILE_BATCH_SIZE):
     """Load a trained model for prediction, with nnUNetv2_predict's default settings.
 
-    The predictor is nnU-Net's nnUNetPredictor with `tile_batch_size` tiles per network call.
+    The predictor is a TileBatchingPredictor, nnU-Net's predictor with `tile_batch_size` tiles per network call.
     """
     from mricore_nnunet.tile_batching import TileBatchingPredictor
 

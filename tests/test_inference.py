@@ -108,7 +108,7 @@ def test_predict_matches_nnunet_predict(trained, nnunet_predictions):
     assert (output / "dataset.json").is_file()
 
 
-def test_tile_batching_matches_nnunet_sliding_window(trained, monkeypatch):
+def test_tile_batching_matches_nnunet_logits(trained, monkeypatch):
     """Tiles grouped into batches give nnU-Net's logits: exactly with batch 1, to rounding with more."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -136,9 +136,20 @@ def test_tile_batching_matches_nnunet_sliding_window(trained, monkeypatch):
             assert (logits.argmax(0) == expected.argmax(0)).float().mean() > 0.999
 
 
-def test_tile_batch_size_must_be_positive(trained):
+def test_tile_batch_size_must_be_positive(trained, tmp_path, capsys):
     with pytest.raises(ValueError, match="tile_batch_size must be at least 1"):
         inference.load_predictor(trained["model_folder"], [0], torch.device("cpu"), tile_batch_size=0)
+
+    output = tmp_path / "out"
+    with pytest.raises(ValueError, match="tile_batch_size must be at least 1, got 0"):
+        inference.predict(trained["test_images"], output, trained["model_folder"], tile_batch_size=0)
+    assert not output.exists()
+
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "-i", str(trained["test_images"]), "-o", str(output), "-m", str(trained["model_folder"]),
+                  "--tile-batch-size", "0"])
+    assert "--tile-batch-size: invalid value '0'" in capsys.readouterr().err
+    assert not output.exists()
 
 
 def test_predict_single_file(trained, nnunet_predictions, tmp_path):

@@ -251,7 +251,7 @@ def test_short_run_learns_and_exports(bundled_dataset, tmp_path):
 
 
 def test_bfloat16_autocast_run(bundled_dataset, tmp_path):
-    """--amp runs the forward passes in bfloat16 (here on the CPU, on CUDA the same code path)."""
+    """--amp runs the forward passes in bfloat16 through torch.autocast, the code path that CUDA uses too."""
     settings = dict(iterations=12, batch_size=8, lr=0.02, warmup_iterations=2, save_every=100)
     full = pretrain(tiny_config([bundled_dataset], tmp_path / "fp32", **settings))
     mixed = pretrain(tiny_config([bundled_dataset], tmp_path / "bf16", amp=True, **settings))

@@ -24,8 +24,8 @@ class CPUBudgetMixin:
 
     After every epoch the number of epochs is set again from the CPU time left and the cost of the
     epoch just finished, so the learning-rate schedules (nnU-Net's polynomial decay and ours) end
-    when the budget does, within one epoch. The first epoch's cost, which includes start-up, only
-    sets the schedule until the second epoch ends. Where one epoch costs more than the whole budget
+    when the budget does, within one epoch. The first epoch's cost includes start-up, so it sets
+    the schedule only until the second epoch ends. Where one epoch costs more than the whole budget
     (large patches on a CPU), training stops after the iteration that used the budget up. The final
     validation is skipped: the benchmark scores held-out test volumes instead.
     """
